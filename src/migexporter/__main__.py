@@ -1,0 +1,5 @@
+"""Allow ``python -m migexporter``."""
+
+from migexporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,514 @@
+"""NVML backend: MIG topology, device and instance readings, GPM profiling and XID events."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from migexporter import catalog
+from migexporter.backends.base import (
+    BackendUnavailableError,
+    DeviceEvent,
+    EventKind,
+    GpuSample,
+    GpuUnavailableError,
+    Readings,
+)
+from migexporter.topology import ComputeInstance, Gpu, GpuInstance, Placement
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from migexporter.catalog import Metric
+
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+UNATTRIBUTED = 0xFFFFFFFF  # NVML_GPU_INSTANCE_ID_ANY / NVML_COMPUTE_INSTANCE_ID_ANY in event data
+MIB = 1 << 20
+
+# DCGM profiling field -> NVML GPM metric id (DCGM's own mapping, facts nvml-mig.md §4.3).
+GPM_METRICS: dict[int, int] = {1001: 1, 1002: 2, 1003: 3, 1004: 5, 1005: 10}
+
+# Errors after which nothing more can be read from the GPU this cycle.
+_GPU_GONE = (
+    "NVMLError_GpuIsLost",
+    "NVMLError_Uninitialized",
+    "NVMLError_DriverNotLoaded",
+    "NVMLError_LibRmVersionMismatch",
+    "NVMLError_ResetRequired",
+)
+# Errors meaning "this reading does not exist here": omit the series, ask again after a change.
+_ABSENT = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound")
+
+_EVENT_KINDS = (
+    ("nvmlEventTypeXidCriticalError", EventKind.XID),
+    ("nvmlEventTypeDoubleBitEccError", EventKind.ECC_DOUBLE_BIT),
+    ("nvmlEventTypeSingleBitEccError", EventKind.ECC_SINGLE_BIT),
+    ("nvmlEventMigConfigChange", EventKind.MIG_CONFIG_CHANGE),
+    ("nvmlEventTypeGpuUnavailableError", EventKind.GPU_UNAVAILABLE),
+    ("nvmlEventTypeGpuRecoveryAction", EventKind.RECOVERY_ACTION),
+)
+_GPM_SCOPES = {
+    "gpu": catalog.Scope.GPU,
+    "gpu_instance": catalog.Scope.GPU_INSTANCE,
+    "compute_instance": catalog.Scope.COMPUTE_INSTANCE,
+}
+_MAX_EVENTS_PER_WAIT = 4096  # drain bursts in one hand-off, but hand off before memory grows
+
+# One physical-GPU reading: metric, extra label values, how to read it (value in base units).
+_DeviceRead = tuple["Metric", tuple[str, ...], "Callable[[Any, Any], float]"]
+_DEVICE_READS: tuple[_DeviceRead, ...] = (
+    (
+        catalog.GPU_TEMPERATURE,
+        (),
+        lambda n, h: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
+    ),
+    (catalog.GPU_POWER, (), lambda n, h: n.nvmlDeviceGetPowerUsage(h) / 1e3),
+    (catalog.GPU_POWER_LIMIT, (), lambda n, h: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3),
+    (catalog.GPU_ENERGY, (), lambda n, h: n.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3),
+    (catalog.GPU_SM_CLOCK, (), lambda n, h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM) * 1e6),
+    (
+        catalog.GPU_MEMORY_CLOCK,
+        (),
+        lambda n, h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM) * 1e6,
+    ),
+    (
+        catalog.GPU_ECC_ERRORS,
+        ("corrected",),
+        lambda n, h: n.nvmlDeviceGetTotalEccErrors(
+            h, n.NVML_MEMORY_ERROR_TYPE_CORRECTED, n.NVML_AGGREGATE_ECC
+        ),
+    ),
+    (
+        catalog.GPU_ECC_ERRORS,
+        ("uncorrected",),
+        lambda n, h: n.nvmlDeviceGetTotalEccErrors(
+            h, n.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, n.NVML_AGGREGATE_ECC
+        ),
+    ),
+)
+
+
+@dataclass
+class _GpuState:
+    """What the backend keeps per physical GPU between calls; touched only by that GPU's thread."""
+
+    handle: Any
+    mig_enabled: bool
+    gpm_supported: bool
+    profiles: dict[int, Any]  # profile id -> nvmlGpuInstanceProfileInfo_v2
+    mig_handles: dict[tuple[int, int], Any]  # (GI id, CI id) -> MIG device handle
+    absent: set[str]  # readings known unsupported or forbidden on this GPU
+    gpm_previous: dict[tuple[object, ...], Any]  # entity -> last GPM sample
+
+
+@dataclass
+class _Pass:
+    """One sampling pass over one GPU."""
+
+    uuid: str
+    state: _GpuState
+    result: GpuSample
+
+
+class NvmlBackend:
+    """Reads NVIDIA GPUs through NVML (``pynvml``, or the simulator's fake of it).
+
+    Args:
+        nvml: the ``pynvml`` module or an object with the same functions and constants.
+    """
+
+    name = "nvml"
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        self.driver_version = ""
+        self._gpus: dict[int, _GpuState] = {}
+        self._uuids_by_handle: dict[int, str] = {}
+        self._said: set[str] = set()  # one-time log lines already written
+        self._event_set: Any = None
+        self._to_register: dict[str, Any] = {}  # uuid -> handle, waiting for the event thread
+        self._registered: set[str] = set()
+        self._events_lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Initialise NVML and create the event set."""
+        n = self._nvml
+        try:
+            n.nvmlInit()
+            self.driver_version = n.nvmlSystemGetDriverVersion()
+            self._event_set = n.nvmlEventSetCreate()
+        except n.NVMLError as error:
+            raise BackendUnavailableError(f"NVML: {error}") from error
+
+    def close(self) -> None:
+        """Free GPM samples and the event set, then shut NVML down."""
+        n = self._nvml
+        for state in self._gpus.values():
+            for sample in state.gpm_previous.values():
+                self._quietly(n.nvmlGpmSampleFree, sample)
+            state.gpm_previous.clear()
+        if self._event_set is not None:
+            self._quietly(n.nvmlEventSetFree, self._event_set)
+            self._event_set = None
+        self._quietly(n.nvmlShutdown)
+
+    def _quietly(self, call: Callable[..., object], *args: object) -> None:
+        try:
+            call(*args)
+        except self._nvml.NVMLError as error:
+            log.debug("NVML cleanup %s failed: %s", getattr(call, "__name__", call), error)
+
+    # --- topology -------------------------------------------------------------------------------
+    def gpu_count(self) -> int:
+        """How many GPUs NVML lists."""
+        try:
+            return int(self._nvml.nvmlDeviceGetCount())
+        except self._nvml.NVMLError as error:
+            raise BackendUnavailableError(f"NVML: {error}") from error
+
+    def discover_gpu(self, index: int) -> Gpu:
+        """Enumerate GPU ``index``: identity, MIG mode, GPU and compute instances."""
+        n = self._nvml
+        try:
+            handle = n.nvmlDeviceGetHandleByIndex(index)
+            uuid = n.nvmlDeviceGetUUID(handle)
+            name = n.nvmlDeviceGetName(handle)
+            bus_id = _text(n.nvmlDeviceGetPciInfo(handle).busId)
+            mig_enabled = self._mig_enabled(handle)
+            previous = self._gpus.get(index)
+            same = previous is not None and previous.mig_enabled == mig_enabled
+            state = _GpuState(
+                handle=handle,
+                mig_enabled=mig_enabled,
+                gpm_supported=self._gpm_supported(handle, uuid),
+                profiles=previous.profiles if previous else self._profiles(handle),
+                mig_handles={},
+                # What is supported changes with the MIG mode: then probe everything again.
+                absent=previous.absent if previous and same else set(),
+                gpm_previous=previous.gpm_previous if previous else {},
+            )
+            instances = self._discover_instances(state) if mig_enabled else ()
+        except n.NVMLError as error:
+            raise GpuUnavailableError(f"GPU {index}: {error}") from error
+        self._forget_gpm_of_vanished(state, instances)
+        self._gpus[index] = state
+        self._uuids_by_handle[_address(handle)] = uuid
+        with self._events_lock:
+            if uuid not in self._registered:
+                self._to_register[uuid] = handle
+        return Gpu(
+            index=index,
+            uuid=uuid,
+            name=name,
+            pci_bus_id=bus_id,
+            mig_enabled=mig_enabled,
+            mig_slices_total=max((p.sliceCount for p in state.profiles.values()), default=0)
+            if mig_enabled
+            else 0,
+            gpu_instances=instances,
+        )
+
+    def _mig_enabled(self, handle: Any) -> bool:
+        n = self._nvml
+        try:
+            current, _pending = n.nvmlDeviceGetMigMode(handle)
+        except (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound):
+            return False
+        return bool(current == n.NVML_DEVICE_MIG_ENABLE)
+
+    def _gpm_supported(self, handle: Any, uuid: str) -> bool:
+        n = self._nvml
+        try:
+            return bool(n.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice)
+        except (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound):
+            self._say_once(f"gpm:{uuid}", "GPU %s has no GPM: no profiling ratios", uuid)
+            return False
+
+    def _profiles(self, handle: Any) -> dict[int, Any]:
+        """The GPU's GPU-instance profile table by profile id (immutable while MIG mode lasts)."""
+        n = self._nvml
+        table: dict[int, Any] = {}
+        for index in range(n.NVML_GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
+            except n.NVMLError_InvalidArgument:
+                break  # NVML's documented end of the list
+            except (n.NVMLError_NotSupported, n.NVMLError_NoPermission):
+                continue
+            table[info.id] = info
+        return table
+
+    def _discover_instances(self, state: _GpuState) -> tuple[GpuInstance, ...]:
+        """Walk the MIG device slots (sparse) and group compute instances by GPU instance."""
+        n = self._nvml
+        by_gi: dict[int, list[tuple[ComputeInstance, Any]]] = {}
+        for slot in range(n.nvmlDeviceGetMaxMigDeviceCount(state.handle)):
+            try:
+                mig = n.nvmlDeviceGetMigDeviceHandleByIndex(state.handle, slot)
+            except (n.NVMLError_NotFound, n.NVMLError_InvalidArgument):
+                continue  # empty slot
+            gi_id = n.nvmlDeviceGetGpuInstanceId(mig)
+            ci_id = n.nvmlDeviceGetComputeInstanceId(mig)
+            attributes = n.nvmlDeviceGetAttributes(mig)
+            ci = ComputeInstance(
+                id=ci_id,
+                mig_uuid=n.nvmlDeviceGetUUID(mig),
+                profile=_profile_from_device_name(n.nvmlDeviceGetName(mig)),
+                slices=attributes.computeInstanceSliceCount,
+                sms=attributes.multiprocessorCount,
+            )
+            state.mig_handles[(gi_id, ci_id)] = mig
+            by_gi.setdefault(gi_id, []).append((ci, attributes))
+        return tuple(
+            self._gpu_instance(state, gi_id, members) for gi_id, members in sorted(by_gi.items())
+        )
+
+    def _gpu_instance(
+        self, state: _GpuState, gi_id: int, members: list[tuple[ComputeInstance, Any]]
+    ) -> GpuInstance:
+        n = self._nvml
+        cis = tuple(sorted((ci for ci, _ in members), key=lambda ci: ci.id))
+        attributes = members[0][1]
+        profile_id: int | None = None
+        placement: Placement | None = None
+        try:  # privileged: root or CAP_SYS_ADMIN
+            info = n.nvmlGpuInstanceGetInfo(n.nvmlDeviceGetGpuInstanceById(state.handle, gi_id))
+            profile_id = int(info.profileId)
+            placement = Placement(int(info.placement.start), int(info.placement.size))
+        except n.NVMLError_NoPermission:
+            self._say_once(
+                "placement",
+                "no permission for GPU instance details (placement, profile id): "
+                "run as root or with CAP_SYS_ADMIN to get them",
+            )
+        profile_info = state.profiles.get(profile_id) if profile_id is not None else None
+        if profile_info is not None:
+            profile = _profile_from_device_name(_text(profile_info.name))
+            sms = int(profile_info.multiprocessorCount)
+        else:  # unprivileged: the MIG device name of a whole-GI compute instance is the profile
+            profile = re.sub(r"^\d+c\.", "", cis[0].profile)
+            sms = sum(ci.sms for ci in cis)
+        return GpuInstance(
+            id=gi_id,
+            profile=profile,
+            slices=int(attributes.gpuInstanceSliceCount),
+            memory_bytes=int(attributes.memorySizeMB) * MIB,
+            sms=sms,
+            profile_id=profile_id,
+            placement=placement,
+            compute_instances=cis,
+        )
+
+    # --- sampling -------------------------------------------------------------------------------
+    def sample(self, gpu: Gpu) -> GpuSample:
+        """Read GPU-level values, then every GPU instance and compute instance of ``gpu``."""
+        state = self._gpus.get(gpu.index)
+        if state is None:
+            raise GpuUnavailableError(f"GPU {gpu.index} was not discovered")
+        run = _Pass(gpu.uuid, state, GpuSample())
+        n, handle = self._nvml, state.handle
+        for metric, extra, read in _DEVICE_READS:
+            value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
+            if value is not None:
+                run.result.gpu.set(metric, value, *extra)
+        memory = self._read(run, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
+        if memory is not None:
+            run.result.gpu.set(catalog.GPU_MEMORY_USED, memory.used)
+            run.result.gpu.set(catalog.GPU_MEMORY_TOTAL, memory.total)
+        rows = self._read(run, "remapped_rows", lambda: n.nvmlDeviceGetRemappedRows(handle))
+        if rows is not None:
+            corrected, uncorrected, pending, failed = rows
+            run.result.gpu.set(catalog.GPU_REMAPPED_ROWS, corrected, "corrected")
+            run.result.gpu.set(catalog.GPU_REMAPPED_ROWS, uncorrected, "uncorrected")
+            run.result.gpu.set(catalog.GPU_ROW_REMAP_PENDING, bool(pending))
+            run.result.gpu.set(catalog.GPU_ROW_REMAP_FAILED, bool(failed))
+        if state.gpm_supported:
+            self._read_gpm(run, ("gpu",), run.result.gpu, lambda s: n.nvmlGpmSampleGet(handle, s))
+        for gi in gpu.gpu_instances:
+            self._sample_gpu_instance(run, gi)
+        return run.result
+
+    def _sample_gpu_instance(self, run: _Pass, gi: GpuInstance) -> None:
+        n, state = self._nvml, run.state
+        readings = run.result.gpu_instances.setdefault(gi.id, Readings())
+        first = state.mig_handles[(gi.id, gi.compute_instances[0].id)]
+        memory = self._read(run, "instance_memory", lambda: n.nvmlDeviceGetMemoryInfo(first))
+        if memory is not None:
+            readings.set(catalog.GI_MEMORY_USED, memory.used)
+            readings.set(catalog.GI_MEMORY_TOTAL, memory.total)
+        if not state.gpm_supported:
+            return
+        self._read_gpm(
+            run,
+            ("gpu_instance", gi.generation),
+            readings,
+            lambda s: n.nvmlGpmMigSampleGet(state.handle, gi.id, s),
+        )
+        if len(gi.compute_instances) < 2:
+            return  # one CI spans the whole GI: its values would only repeat the GI's
+        for ci in gi.compute_instances:
+            mig = state.mig_handles[(gi.id, ci.id)]
+            self._read_gpm(
+                run,
+                ("compute_instance", gi.generation, ci.id),
+                run.result.compute_instances.setdefault((gi.id, ci.id), Readings()),
+                partial(n.nvmlGpmSampleGet, mig),
+            )
+
+    def _read_gpm(
+        self,
+        run: _Pass,
+        entity: tuple[object, ...],
+        readings: Readings,
+        take: Callable[[Any], object],
+    ) -> None:
+        """Take a GPM sample and, from the second one on, report ratios over the interval."""
+        n = self._nvml
+        scope = _GPM_SCOPES[str(entity[0])]
+        sample = self._read(run, f"gpm_{entity[0]}", n.nvmlGpmSampleAlloc)
+        if sample is None:
+            return
+        if self._read(run, f"gpm_{entity[0]}", lambda: take(sample)) is None:
+            self._quietly(n.nvmlGpmSampleFree, sample)
+            return
+        previous = run.state.gpm_previous.pop(entity, None)
+        run.state.gpm_previous[entity] = sample
+        if previous is None:
+            return  # GPM reports over an interval: the first sample only seeds it
+        request = n.c_nvmlGpmMetricsGet_t()
+        request.version = n.NVML_GPM_METRICS_GET_VERSION
+        request.numMetrics = len(GPM_METRICS)
+        request.sample1, request.sample2 = previous, sample
+        for slot, metric_id in enumerate(GPM_METRICS.values()):
+            request.metrics[slot].metricId = metric_id
+        got = self._read(run, "gpm_metrics", lambda: n.nvmlGpmMetricsGet(request))
+        self._quietly(n.nvmlGpmSampleFree, previous)
+        if got is None:
+            return
+        for slot, field in enumerate(GPM_METRICS):
+            metric = request.metrics[slot]
+            if metric.nvmlReturn == n.NVML_SUCCESS and not math.isnan(metric.value):
+                # GPM speaks percent; clamp the driver's rounding past 100 %.
+                ratio = min(max(metric.value, 0.0), 100.0) / 100
+                readings.set(catalog.PROFILING[scope][field], ratio)
+
+    def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
+        """Free GPM samples of instances that no longer exist, so none diff across generations."""
+        alive = {gi.generation for gi in instances}
+        for entity in [e for e in state.gpm_previous if len(e) > 1 and e[1] not in alive]:
+            self._quietly(self._nvml.nvmlGpmSampleFree, state.gpm_previous.pop(entity))
+
+    def _read(self, run: _Pass, key: str, call: Callable[[], _T]) -> _T | None:
+        """Call NVML once; map "not supported" and "no permission" to an absent reading.
+
+        Raises:
+            GpuUnavailableError: when the GPU is lost or the driver went away.
+        """
+        if key in run.state.absent:
+            return None
+        n = self._nvml
+        try:
+            return call()
+        except n.NVMLError as error:
+            kind = type(error).__name__
+            if kind in _GPU_GONE:
+                raise GpuUnavailableError(f"GPU {run.uuid}: {error}") from error
+            if kind in _ABSENT:
+                run.state.absent.add(key)
+                log.debug("GPU %s: %s is not supported (%s)", run.uuid, key, error)
+            elif kind == "NVMLError_NoPermission":
+                run.state.absent.add(key)
+                self._say_once(f"perm:{key}", "no permission to read %s: series omitted", key)
+            else:
+                run.result.errors += 1
+                log.debug("GPU %s: reading %s failed: %s", run.uuid, key, error)
+            return None
+
+    def _say_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning(message, *args)
+
+    # --- events ---------------------------------------------------------------------------------
+    def wait_events(self, timeout_s: float) -> list[DeviceEvent]:
+        """Wait for the next driver event, then drain whatever else is queued."""
+        n = self._nvml
+        self._register_pending()
+        events: list[DeviceEvent] = []
+        wait_ms = max(int(timeout_s * 1000), 0)
+        while len(events) < _MAX_EVENTS_PER_WAIT:
+            try:
+                data = n.nvmlEventSetWait_v2(self._event_set, wait_ms)
+            except n.NVMLError_Timeout:
+                break
+            event = self._event(data)
+            if event is not None:
+                events.append(event)
+            wait_ms = 0
+        return events
+
+    def _register_pending(self) -> None:
+        n = self._nvml
+        with self._events_lock:
+            pending, self._to_register = self._to_register, {}
+        for uuid, handle in pending.items():
+            try:
+                mask = n.nvmlDeviceGetSupportedEventTypes(handle) & _wanted_event_mask(n)
+                n.nvmlDeviceRegisterEvents(handle, mask, self._event_set)
+            except n.NVMLError as error:
+                self._say_once(f"events:{uuid}", "GPU %s: no driver events (%s)", uuid, error)
+                continue
+            with self._events_lock:
+                self._registered.add(uuid)
+
+    def _event(self, data: Any) -> DeviceEvent | None:
+        n = self._nvml
+        uuid = self._uuids_by_handle.get(_address(data.device))
+        if uuid is None:
+            uuid = n.nvmlDeviceGetUUID(data.device)
+        kind = next((k for name, k in _EVENT_KINDS if data.eventType & getattr(n, name, 0)), None)
+        if kind is None:
+            return None
+        gi = None if data.gpuInstanceId == UNATTRIBUTED else int(data.gpuInstanceId)
+        ci = None if data.computeInstanceId == UNATTRIBUTED else int(data.computeInstanceId)
+        return DeviceEvent(
+            gpu_uuid=uuid,
+            kind=kind,
+            time=time.time(),
+            xid=int(data.eventData) if kind is EventKind.XID else None,
+            gpu_instance_id=gi,
+            compute_instance_id=ci if gi is not None else None,
+        )
+
+
+def _wanted_event_mask(n: Any) -> int:
+    mask = 0
+    for name, _kind in _EVENT_KINDS:
+        mask |= getattr(n, name, 0)  # older bindings lack the newest event types
+    return mask
+
+
+def _address(handle: Any) -> int:
+    """A handle's pointer value: stable per device, and what event data carries."""
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _profile_from_device_name(name: str | bytes) -> str:
+    """``"NVIDIA H100 80GB HBM3 MIG 3g.40gb"`` or ``"MIG 3g.40gb"`` -> ``"3g.40gb"``."""
+    text = _text(name)
+    return text.rsplit("MIG ", 1)[-1].strip()

@@ -1,0 +1,425 @@
+"""The metric catalog: the single source of every exported metric name, type, unit and label set.
+
+Backends refer to catalog entries (``catalog.GPU_TEMPERATURE``), never to name strings; the
+exposition, the README metric table, dashboards and alerts are all generated from ``METRICS``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Scope(enum.Enum):
+    """What a series describes; it fixes the identifying labels, never mixed in one family."""
+
+    GPU = "physical GPU"
+    GPU_INSTANCE = "GPU instance"
+    COMPUTE_INSTANCE = "compute instance"
+    XID = "XID event"
+    EXPORTER = "exporter"
+
+
+class Kind(enum.Enum):
+    """Prometheus metric type."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    INFO = "info"
+
+
+SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
+    Scope.GPU: ("gpu", "gpu_uuid"),
+    Scope.GPU_INSTANCE: ("gpu", "gpu_uuid", "gpu_instance_id", "profile"),
+    Scope.COMPUTE_INSTANCE: (
+        "gpu",
+        "gpu_uuid",
+        "gpu_instance_id",
+        "compute_instance_id",
+        "profile",
+    ),
+    Scope.XID: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id", "xid"),
+    Scope.EXPORTER: (),
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family.
+
+    Attributes:
+        name: Prometheus name in base units; counters include ``_total``, infos ``_info``.
+        kind: Prometheus type.
+        scope: what one series describes; decides the identifying labels.
+        help: the HELP text.
+        unit: base unit, for the docs (``ratio``, ``bytes``, ``celsius``, ...).
+        extra_labels: labels beyond the scope's identifying ones.
+        dcgm_field: the DCGM field id this mirrors, where there is one.
+    """
+
+    name: str
+    kind: Kind
+    scope: Scope
+    help: str
+    unit: str = ""
+    extra_labels: tuple[str, ...] = ()
+    dcgm_field: int | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """All label names of the family, identifying labels first."""
+        return SCOPE_LABELS[self.scope] + self.extra_labels
+
+
+G, C, I = Kind.GAUGE, Kind.COUNTER, Kind.INFO  # noqa: E741  (short aliases keep the table readable)
+
+# --- physical GPU -------------------------------------------------------------------------------
+GPU_INFO = Metric(
+    "nvidia_gpu_info",
+    I,
+    Scope.GPU,
+    "Static facts about a physical GPU; value is always 1.",
+    extra_labels=("name", "driver_version", "mig_mode", "pci_bus_id"),
+)
+GPU_UP = Metric(
+    "nvidia_gpu_up",
+    G,
+    Scope.GPU,
+    "1 when the GPU answered its last collection, 0 when it is lost, hung or failing.",
+)
+GPU_TEMPERATURE = Metric(
+    "nvidia_gpu_temperature_celsius",
+    G,
+    Scope.GPU,
+    "GPU die temperature.",
+    "celsius",
+    dcgm_field=150,
+)
+GPU_POWER = Metric(
+    "nvidia_gpu_power_watts", G, Scope.GPU, "Power draw of the board.", "watts", dcgm_field=155
+)
+GPU_POWER_LIMIT = Metric(
+    "nvidia_gpu_power_limit_watts",
+    G,
+    Scope.GPU,
+    "Power limit enforced by the driver.",
+    "watts",
+    dcgm_field=160,
+)
+GPU_ENERGY = Metric(
+    "nvidia_gpu_energy_joules_total",
+    C,
+    Scope.GPU,
+    "Energy consumed since the driver was loaded.",
+    "joules",
+    dcgm_field=156,
+)
+GPU_SM_CLOCK = Metric(
+    "nvidia_gpu_sm_clock_hertz", G, Scope.GPU, "Current SM clock.", "hertz", dcgm_field=100
+)
+GPU_MEMORY_CLOCK = Metric(
+    "nvidia_gpu_memory_clock_hertz", G, Scope.GPU, "Current memory clock.", "hertz", dcgm_field=101
+)
+GPU_MEMORY_USED = Metric(
+    "nvidia_gpu_memory_used_bytes",
+    G,
+    Scope.GPU,
+    "Frame buffer in use on the whole GPU (in MIG mode needs privileges).",
+    "bytes",
+    dcgm_field=252,
+)
+GPU_MEMORY_TOTAL = Metric(
+    "nvidia_gpu_memory_total_bytes",
+    G,
+    Scope.GPU,
+    "Frame buffer size of the whole GPU.",
+    "bytes",
+    dcgm_field=250,
+)
+GPU_ECC_ERRORS = Metric(
+    "nvidia_gpu_ecc_errors_total",
+    C,
+    Scope.GPU,
+    "ECC errors over the board's lifetime (aggregate counter), by error_type.",
+    extra_labels=("error_type",),
+    dcgm_field=312,
+)
+GPU_REMAPPED_ROWS = Metric(
+    "nvidia_gpu_remapped_rows",
+    G,
+    Scope.GPU,
+    "Memory rows remapped, by the kind of error that caused it.",
+    extra_labels=("error_type",),
+    dcgm_field=393,
+)
+GPU_ROW_REMAP_PENDING = Metric(
+    "nvidia_gpu_row_remap_pending",
+    G,
+    Scope.GPU,
+    "1 when a row remap is pending and the GPU needs a reset to apply it.",
+    dcgm_field=395,
+)
+GPU_ROW_REMAP_FAILED = Metric(
+    "nvidia_gpu_row_remap_failed",
+    G,
+    Scope.GPU,
+    "1 when a row remap has failed (the GPU should be replaced).",
+    dcgm_field=396,
+)
+GPU_MIG_SLICES_CAPACITY = Metric(
+    "nvidia_gpu_mig_slices_capacity",
+    G,
+    Scope.GPU,
+    "Compute slices the GPU offers to MIG instances (0 when MIG is disabled).",
+)
+GPU_MIG_SLICES_USED = Metric(
+    "nvidia_gpu_mig_slices_used",
+    G,
+    Scope.GPU,
+    "Compute slices held by GPU instances.",
+)
+GPU_GR_ENGINE_ACTIVE = Metric(
+    "nvidia_gpu_gr_engine_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of time the graphics/compute engine was active, whole GPU.",
+    "ratio",
+    dcgm_field=1001,
+)
+GPU_SM_ACTIVE = Metric(
+    "nvidia_gpu_sm_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of time at least one warp was resident per SM, averaged over SMs, whole GPU.",
+    "ratio",
+    dcgm_field=1002,
+)
+GPU_SM_OCCUPANCY = Metric(
+    "nvidia_gpu_sm_occupancy_ratio",
+    G,
+    Scope.GPU,
+    "Resident warps as a fraction of the maximum, averaged over SMs, whole GPU.",
+    "ratio",
+    dcgm_field=1003,
+)
+GPU_TENSOR_ACTIVE = Metric(
+    "nvidia_gpu_tensor_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of cycles the tensor pipes were active, whole GPU.",
+    "ratio",
+    dcgm_field=1004,
+)
+GPU_DRAM_ACTIVE = Metric(
+    "nvidia_gpu_dram_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of cycles the device memory interface was busy, whole GPU.",
+    "ratio",
+    dcgm_field=1005,
+)
+
+# --- GPU instance -------------------------------------------------------------------------------
+GPU_INSTANCE_INFO = Metric(
+    "nvidia_gpu_instance_info",
+    I,
+    Scope.GPU_INSTANCE,
+    "A MIG GPU instance; value is always 1. mig_uuid is set when the instance holds exactly "
+    "one compute instance; placement is empty without privileges.",
+    extra_labels=("mig_uuid", "profile_id", "slices", "placement_start", "placement_size", "sms"),
+)
+GI_GR_ENGINE_ACTIVE = Metric(
+    "nvidia_gpu_instance_gr_engine_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of time the instance's graphics/compute engine was active.",
+    "ratio",
+    dcgm_field=1001,
+)
+GI_SM_ACTIVE = Metric(
+    "nvidia_gpu_instance_sm_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of time at least one warp was resident, averaged over the instance's SMs.",
+    "ratio",
+    dcgm_field=1002,
+)
+GI_SM_OCCUPANCY = Metric(
+    "nvidia_gpu_instance_sm_occupancy_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Resident warps as a fraction of the maximum, averaged over the instance's SMs.",
+    "ratio",
+    dcgm_field=1003,
+)
+GI_TENSOR_ACTIVE = Metric(
+    "nvidia_gpu_instance_tensor_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of cycles the instance's tensor pipes were active.",
+    "ratio",
+    dcgm_field=1004,
+)
+GI_DRAM_ACTIVE = Metric(
+    "nvidia_gpu_instance_dram_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of cycles the instance's memory interface was busy.",
+    "ratio",
+    dcgm_field=1005,
+)
+GI_MEMORY_USED = Metric(
+    "nvidia_gpu_instance_memory_used_bytes",
+    G,
+    Scope.GPU_INSTANCE,
+    "Frame buffer in use inside the GPU instance.",
+    "bytes",
+    dcgm_field=252,
+)
+GI_MEMORY_TOTAL = Metric(
+    "nvidia_gpu_instance_memory_total_bytes",
+    G,
+    Scope.GPU_INSTANCE,
+    "Frame buffer size of the GPU instance.",
+    "bytes",
+    dcgm_field=250,
+)
+
+# --- compute instance ---------------------------------------------------------------------------
+COMPUTE_INSTANCE_INFO = Metric(
+    "nvidia_compute_instance_info",
+    I,
+    Scope.COMPUTE_INSTANCE,
+    "A MIG compute instance (one MIG device); value is always 1.",
+    extra_labels=("mig_uuid", "compute_profile", "slices", "sms"),
+)
+CI_GR_ENGINE_ACTIVE = Metric(
+    "nvidia_compute_instance_gr_engine_active_ratio",
+    G,
+    Scope.COMPUTE_INSTANCE,
+    "Fraction of time the compute instance's engine was active.",
+    "ratio",
+    dcgm_field=1001,
+)
+CI_SM_ACTIVE = Metric(
+    "nvidia_compute_instance_sm_active_ratio",
+    G,
+    Scope.COMPUTE_INSTANCE,
+    "Fraction of time at least one warp was resident, averaged over the compute instance's SMs.",
+    "ratio",
+    dcgm_field=1002,
+)
+CI_SM_OCCUPANCY = Metric(
+    "nvidia_compute_instance_sm_occupancy_ratio",
+    G,
+    Scope.COMPUTE_INSTANCE,
+    "Resident warps as a fraction of the maximum, over the compute instance's SMs.",
+    "ratio",
+    dcgm_field=1003,
+)
+CI_TENSOR_ACTIVE = Metric(
+    "nvidia_compute_instance_tensor_active_ratio",
+    G,
+    Scope.COMPUTE_INSTANCE,
+    "Fraction of cycles the compute instance's tensor pipes were active.",
+    "ratio",
+    dcgm_field=1004,
+)
+
+# --- events -------------------------------------------------------------------------------------
+XID_ERRORS = Metric(
+    "nvidia_gpu_xid_errors_total",
+    C,
+    Scope.XID,
+    "XID errors reported by the driver, one per event. Instance ids are empty when the driver "
+    "did not attribute the event to a MIG instance.",
+    dcgm_field=230,
+)
+XID_LAST = Metric(
+    "nvidia_gpu_xid_last_seconds",
+    G,
+    Scope.XID,
+    "Unix time of the latest XID event of the series.",
+    "seconds",
+)
+
+# --- the exporter itself ------------------------------------------------------------------------
+BUILD_INFO = Metric(
+    "migexporter_build_info",
+    I,
+    Scope.EXPORTER,
+    "migexporter build; value is always 1.",
+    extra_labels=("version", "python_version", "nvml_bindings_version"),
+)
+BACKEND_UP = Metric(
+    "migexporter_backend_up",
+    G,
+    Scope.EXPORTER,
+    "1 when the measurement backend is initialised and enumerating GPUs.",
+    extra_labels=("backend",),
+)
+COLLECT_DURATION = Metric(
+    "migexporter_collect_duration_seconds",
+    G,
+    Scope.EXPORTER,
+    "Wall time of the latest collection cycle.",
+    "seconds",
+    extra_labels=("backend",),
+)
+COLLECT_ERRORS = Metric(
+    "migexporter_collect_errors_total",
+    C,
+    Scope.EXPORTER,
+    "Unexpected driver errors while collecting; gpu_uuid is empty for backend-wide errors.",
+    extra_labels=("backend", "gpu_uuid"),
+)
+LAST_COLLECT = Metric(
+    "migexporter_last_collect_timestamp_seconds",
+    G,
+    Scope.EXPORTER,
+    "Unix time at which the latest collection cycle finished.",
+    "seconds",
+    extra_labels=("backend",),
+)
+
+METRICS: tuple[Metric, ...] = tuple(v for v in globals().values() if isinstance(v, Metric))
+
+# Profiling ratios in DCGM field order, per scope: backends fill these from GPM or DCGM.
+PROFILING: dict[Scope, dict[int, Metric]] = {
+    scope: {m.dcgm_field or 0: m for m in METRICS if m.scope is scope and m.unit == "ratio"}
+    for scope in (Scope.GPU, Scope.GPU_INSTANCE, Scope.COMPUTE_INSTANCE)
+}
+PROFILING_FIELDS: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
+
+
+def markdown_table() -> str:
+    """The README's metric reference, generated so it cannot drift from the code."""
+    rows = [
+        "| metric | type | unit | labels | DCGM field | help |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in METRICS:
+        labels = ", ".join(f"`{label}`" for label in m.labels)
+        field = str(m.dcgm_field) if m.dcgm_field else ""
+        rows.append(f"| `{m.name}` | {m.kind.value} | {m.unit} | {labels} | {field} | {m.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str) -> bool:
+    """Rewrite the table between the README's metric markers; True when it changed."""
+    from pathlib import Path  # noqa: PLC0415  (only the docs build needs it)
+
+    readme = Path(path)
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- metrics:start -->\n", "<!-- metrics:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    updated = head + start + markdown_table() + end + tail
+    readme.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":
+    import sys
+
+    update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md")

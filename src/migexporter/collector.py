@@ -1,0 +1,323 @@
+"""The async collector: samples on its own clock, counts driver events, renders the exposition.
+
+Blocking vendor calls never run on the event loop: each GPU has its own worker thread (a hung GPU
+stalls only itself), and driver events are awaited in one more thread that hands them to the
+loop. After every cycle and every burst of events the exposition is rendered once into bytes;
+scrapes only pick up those bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+from migexporter.backends.base import (
+    BackendUnavailableError,
+    DeviceEvent,
+    EventKind,
+    GpuSample,
+    GpuUnavailableError,
+)
+from migexporter.exposition import (
+    BuildInfo,
+    Exposition,
+    Snapshot,
+    XidCount,
+    XidKey,
+    render,
+)
+from migexporter.topology import Gpu, Topology, diff
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from migexporter.backends.base import Backend
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
+EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """A driver event with the labels it was counted under, for /api/events."""
+
+    event: DeviceEvent
+    gpu: str
+    mig_uuid: str
+    profile: str
+
+
+class Collector:
+    """Owns the backend, the latest topology and samples, the XID counters and the exposition.
+
+    Args:
+        backend: where topology, samples and events come from.
+        build: what the build-info series reports.
+        interval: seconds between sampling cycles.
+        topology_refresh: seconds between re-enumerations when no MIG event asks for one.
+        clock: wall clock for timestamps (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        build: BuildInfo,
+        *,
+        interval: float = 1.0,
+        topology_refresh: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self._build = build
+        self._interval = interval
+        self._topology_refresh = topology_refresh
+        # A GPU gets this long per cycle before it counts as hung for the cycle.
+        self._gpu_timeout = max(2 * interval, 2.0)
+        self._clock = clock
+        self.topology = Topology()
+        self.events: collections.deque[RecordedEvent] = collections.deque(maxlen=RECENT_EVENTS)
+        self.backend_up = False
+        self._first_cycle_done = False
+        self._samples: dict[str, GpuSample] = {}
+        self._errors: collections.Counter[str] = collections.Counter()
+        self._xid: dict[XidKey, XidCount] = {}
+        self._collect_duration: float | None = None
+        self._last_collect: float | None = None
+        self.exposition: Exposition = render(self._snapshot())
+        self._workers: dict[int, ThreadPoolExecutor] = {}
+        self._in_flight: dict[int, asyncio.Future[object]] = {}
+        self._refresh_now = asyncio.Event()
+        self._stop = threading.Event()
+        self._dirty = False
+        self._render_task: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._event_thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the backend, run a first full cycle, then keep sampling in the background.
+
+        Raises:
+            BackendUnavailableError: when the vendor library cannot be opened at all.
+        """
+        await asyncio.to_thread(self.backend.open)
+        self.backend_up = True
+        await self._refresh_topology()
+        await self._collect()
+        self._first_cycle_done = True
+        await self._render()
+        loop = asyncio.get_running_loop()
+        self._event_thread = threading.Thread(
+            target=self._pump_events, args=(loop,), name="migexporter-events", daemon=True
+        )
+        self._event_thread.start()
+        self._loop_task = asyncio.create_task(self._run(), name="migexporter-collector")
+
+    @property
+    def ready(self) -> bool:
+        """True after the first full collection, for as long as the backend is up."""
+        return self._first_cycle_done and self.backend_up
+
+    @property
+    def samples(self) -> Mapping[str, GpuSample]:
+        """The latest sample of every GPU that answered, by UUID."""
+        return self._samples
+
+    async def stop(self) -> None:
+        """Stop sampling and release the backend."""
+        self._stop.set()
+        for task in (self._loop_task, self._render_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._event_thread is not None:
+            await asyncio.to_thread(self._event_thread.join, EVENT_WAIT_S * 4)
+        for worker in self._workers.values():
+            worker.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.backend.close)
+
+    async def _run(self) -> None:
+        next_refresh = time.monotonic() + self._topology_refresh
+        while True:
+            started = time.monotonic()
+            if self._refresh_now.is_set() or started >= next_refresh:
+                self._refresh_now.clear()
+                await self._refresh_topology()
+                next_refresh = time.monotonic() + self._topology_refresh
+            await self._collect()
+            self._render_soon()
+            delay = max(started + self._interval - time.monotonic(), 0.0)
+            with contextlib.suppress(TimeoutError):  # a MIG event cuts the wait short
+                await asyncio.wait_for(self._refresh_now.wait(), delay)
+
+    # --- per-GPU work ---------------------------------------------------------------------------
+    async def _on_gpu(self, index: int, call: Callable[[], _T]) -> _T:
+        """Run ``call`` on GPU ``index``'s own thread, giving up after the GPU timeout.
+
+        Raises:
+            GpuUnavailableError: when the GPU is still busy with an earlier call or too slow.
+        """
+        previous = self._in_flight.get(index)
+        if previous is not None and not previous.done():
+            raise GpuUnavailableError(f"GPU {index} is still busy with an earlier driver call")
+        worker = self._workers.get(index)
+        if worker is None:
+            worker = self._workers[index] = ThreadPoolExecutor(1, f"migexporter-gpu{index}")
+        future = asyncio.get_running_loop().run_in_executor(worker, call)
+        self._in_flight[index] = future  # type: ignore[assignment]
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._gpu_timeout)
+        except TimeoutError as error:
+            raise GpuUnavailableError(
+                f"GPU {index} did not answer within {self._gpu_timeout:g}s"
+            ) from error
+
+    async def _refresh_topology(self) -> None:
+        try:
+            count = await asyncio.to_thread(self.backend.gpu_count)
+        except BackendUnavailableError as error:
+            self._backend_down(error)
+            return
+        old = {gpu.index: gpu for gpu in self.topology.gpus}
+        results = await asyncio.gather(
+            *(self._on_gpu(i, partial(self.backend.discover_gpu, i)) for i in range(count)),
+            return_exceptions=True,
+        )
+        gpus: list[Gpu] = []
+        for index, result in enumerate(results):
+            if isinstance(result, Gpu):
+                gpus.append(result)
+            elif index in old:  # keep what we knew so its up series can say it is down
+                self._gpu_failed(old[index], result)
+                gpus.append(old[index])
+            else:
+                log.warning("GPU %d cannot be enumerated: %s", index, result)
+        new = Topology(tuple(gpus), self.backend.driver_version)
+        changes = diff(self.topology, new)
+        if changes:
+            log.info(
+                "topology: %d GPUs; instances +%d -%d",
+                len(gpus),
+                len(changes.instances_added),
+                len(changes.instances_removed),
+            )
+        self.topology = new
+        self.backend_up = True
+
+    async def _collect(self) -> None:
+        if not self.backend_up:
+            return
+        started = time.monotonic()
+        gpus = self.topology.gpus
+        results = await asyncio.gather(
+            *(self._on_gpu(gpu.index, partial(self.backend.sample, gpu)) for gpu in gpus),
+            return_exceptions=True,
+        )
+        for gpu, result in zip(gpus, results, strict=True):
+            if isinstance(result, GpuSample):
+                if gpu.uuid not in self._samples:
+                    log.info("GPU %d (%s) is reporting", gpu.index, gpu.uuid)
+                self._samples[gpu.uuid] = result
+                if result.errors:
+                    self._errors[gpu.uuid] += result.errors
+            else:
+                self._gpu_failed(gpu, result)
+        known = {gpu.uuid for gpu in gpus}
+        for uuid in set(self._samples) - known:
+            del self._samples[uuid]
+        self._collect_duration = time.monotonic() - started
+        self._last_collect = self._clock()
+
+    def _gpu_failed(self, gpu: Gpu, error: BaseException) -> None:
+        if not isinstance(error, (GpuUnavailableError, BackendUnavailableError)):
+            log.error("GPU %d: unexpected error: %r", gpu.index, error)
+        if self._samples.pop(gpu.uuid, None) is not None:
+            log.warning("GPU %d (%s) stopped reporting: %s", gpu.index, gpu.uuid, error)
+        self._errors[gpu.uuid] += 1
+
+    def _backend_down(self, error: BaseException) -> None:
+        if self.backend_up:
+            log.error("backend %s is down: %s", self.backend.name, error)
+        self.backend_up = False
+        self._samples.clear()
+        self._errors[""] += 1
+
+    # --- events ---------------------------------------------------------------------------------
+    def _pump_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread body: wait in the driver, hand each batch of events to the loop."""
+        while not self._stop.is_set():
+            try:
+                events = self.backend.wait_events(EVENT_WAIT_S)
+            except Exception as error:  # keep the thread alive whatever the driver does
+                log.warning("waiting for driver events failed: %s", error)
+                self._stop.wait(1.0)
+                continue
+            if events and not self._stop.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                    loop.call_soon_threadsafe(self.handle_events, events)
+
+    def handle_events(self, events: list[DeviceEvent]) -> None:
+        """Count events on the loop thread, then re-render so the count is visible at once."""
+        for event in events:
+            if event.kind is EventKind.MIG_CONFIG_CHANGE:
+                self._refresh_now.set()
+            elif event.kind is EventKind.XID and event.xid is not None:
+                self._count_xid(event)
+        self._render_soon()
+
+    def _count_xid(self, event: DeviceEvent) -> None:
+        gpu = self.topology.gpu(event.gpu_uuid)
+        key = XidKey(
+            event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, event.xid or 0
+        )
+        seen = self._xid.get(key)
+        index = seen.gpu if seen else (str(gpu.index) if gpu else "")
+        self._xid[key] = XidCount(index, (seen.count if seen else 0) + 1, event.time)
+        gi = (
+            gpu.gpu_instance(event.gpu_instance_id)
+            if gpu and event.gpu_instance_id is not None
+            else None
+        )
+        self.events.appendleft(
+            RecordedEvent(event, index, gi.mig_uuid if gi else "", gi.profile if gi else "")
+        )
+
+    # --- exposition -----------------------------------------------------------------------------
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(
+            build=self._build,
+            backend=self.backend.name,
+            backend_up=self.backend_up,
+            topology=self.topology,
+            driver_version=self.topology.driver_version,
+            samples=dict(self._samples),
+            collect_duration=self._collect_duration,
+            last_collect=self._last_collect,
+            errors=dict(self._errors),
+            xid=dict(self._xid),
+        )
+
+    def _render_soon(self) -> None:
+        """Ask for a render; bursts of requests coalesce into one render at a time."""
+        self._dirty = True
+        if self._render_task is None or self._render_task.done():
+            self._render_task = asyncio.create_task(self._render(), name="migexporter-render")
+
+    async def _render(self) -> None:
+        self._dirty = True
+        while self._dirty:
+            self._dirty = False
+            snapshot = self._snapshot()  # taken on the loop: consistent with the counters
+            self.exposition = await asyncio.to_thread(render, snapshot)

@@ -1,0 +1,227 @@
+"""Settings from flags, ``MIGEXPORTER_*`` environment variables and an optional YAML file.
+
+Each option is defined once, in ``OPTIONS``, with its parser, default and help. A value given
+as a flag wins over the environment, which wins over the file, which wins over the default.
+Every problem becomes one ``ConfigError`` line naming where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+DEFAULT_PORT = 9945  # not dcgm-exporter's 9400 nor nvidia_gpu_exporter's 9835
+ENV_PREFIX = "MIGEXPORTER_"
+BACKENDS = ("auto", "nvml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_INTERVAL_S = 0.1  # GPM and DCGM cannot sample faster than every 100 ms
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The exporter's settings once parsed and validated."""
+
+    listen: tuple[str, int] = ("", DEFAULT_PORT)
+    backend: str = "auto"
+    simulate: str | None = None
+    interval: float = 1.0
+    topology_refresh: float = 10.0
+    log_level: str = "info"
+    config: str | None = None
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[V6]:PORT`` -> (host, port); an empty host means all."""
+    match = re.fullmatch(
+        r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})", text
+    )
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (for example :9945 or 127.0.0.1:9945)")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``1``, ``1.5``, ``500ms``, ``10s`` or ``2m``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (for example 1, 0.5, 500ms, 10s, 2m)")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+    return float(match[1]) * scale
+
+
+def _bounded(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        seconds = parse_duration(text)
+        if not low <= seconds <= high:
+            raise ValueError(f"{text!r} must be between {low:g}s and {high:g}s")
+        return seconds
+
+    return parse
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def _simulate(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty (use 'default' for the default fleet)")
+    return "default" if text.lower() in {"1", "true", "yes", "on"} else text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its key (config field and YAML key), flag, parser and help."""
+
+    key: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--topology-refresh``."""
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. ``MIGEXPORTER_TOPOLOGY_REFRESH``."""
+        return ENV_PREFIX + self.key.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen",
+        parse_listen,
+        f"address to serve on, HOST:PORT; empty host means all interfaces (:{DEFAULT_PORT})",
+        "HOST:PORT",
+    ),
+    Option(
+        "backend",
+        _choice(BACKENDS),
+        "measurement backend: auto picks the best available (auto)",
+        "|".join(BACKENDS),
+    ),
+    Option(
+        "simulate",
+        _simulate,
+        "serve a simulated fleet instead of real GPUs: 'default', a fleet spec such as "
+        "'h100-80gb:3g.40gb+1g.10gb*4,a100-40gb', or a YAML scenario file",
+        "SPEC|FILE",
+    ),
+    Option(
+        "interval",
+        _bounded(MIN_INTERVAL_S, 3600),
+        "how often to sample GPUs and MIG instances, e.g. 1s or 500ms (1s)",
+        "DURATION",
+    ),
+    Option(
+        "topology_refresh",
+        _bounded(MIN_INTERVAL_S, 86400),
+        "how often to re-enumerate GPUs and MIG instances even without a MIG event (10s)",
+        "DURATION",
+    ),
+    Option("log_level", _choice(LOG_LEVELS), "log verbosity (info)", "|".join(LOG_LEVELS)),
+)
+_BY_KEY = {option.key: option for option in OPTIONS}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser(version: str) -> argparse.ArgumentParser:
+    """The serve command's flags, all defaulting to "not given"."""
+    parser = _Parser(
+        prog="migexporter",
+        description="Prometheus exporter for NVIDIA MIG instances.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings")
+    for option in OPTIONS:
+        extra: dict[str, Any] = (
+            {"nargs": "?", "const": "default"} if option.key == "simulate" else {}
+        )
+        parser.add_argument(
+            option.flag, dest=option.key, metavar=option.metavar, help=option.help, **extra
+        )
+    parser.add_argument("--version", action="version", version=f"migexporter {version}")
+    return parser
+
+
+def load_file(path: str) -> dict[str, str]:
+    """Settings from a YAML mapping, as strings for the option parsers."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config file {path}{where}: {problem}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings")
+    settings: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _BY_KEY:
+            raise ConfigError(
+                f"config file {path}: unknown setting {key!r} "
+                f"(known: {', '.join(o.key for o in OPTIONS)})"
+            )
+        if value is None or (value is False and name == "simulate"):
+            continue
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config file {path}: {key} must be a single value")
+        settings[name] = "default" if value is True and name == "simulate" else str(value)
+    return settings
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str = "") -> Config:
+    """Merge flags, environment and file into a validated Config.
+
+    Raises:
+        ConfigError: with one line naming the source and the problem.
+    """
+    given = vars(build_parser(version).parse_args(argv))
+    config_path = given.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
+    layers: list[tuple[str, Mapping[str, str]]] = [
+        (f"config file {config_path}: ", load_file(config_path) if config_path else {}),
+        ("", {o.key: environ[o.env] for o in OPTIONS if o.env in environ}),
+        ("", given),
+    ]
+    values: dict[str, Any] = {}
+    for prefix, layer in layers:
+        for key, text in layer.items():
+            option = _BY_KEY[key]
+            source = prefix + key if prefix else (option.flag if layer is given else option.env)
+            try:
+                values[key] = option.parse(text)
+            except ValueError as error:
+                raise ConfigError(f"{source}: {error}") from error
+    known = {f.name for f in fields(Config)}
+    return Config(config=config_path, **{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,213 @@
+"""The aiohttp application: /metrics from pre-rendered bytes, health, events and a landing page."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from migexporter import catalog
+from migexporter.exposition import OPENMETRICS
+
+if TYPE_CHECKING:
+    from migexporter.backends.base import GpuSample
+    from migexporter.collector import Collector, RecordedEvent
+    from migexporter.topology import Gpu
+
+log = logging.getLogger(__name__)
+
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # understood by every Prometheus
+COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+def create_app(collector: Collector) -> web.Application:
+    """The exporter's routes; unknown paths get 404 and wrong methods 405 from aiohttp."""
+    app = web.Application()
+    app[COLLECTOR] = collector
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/", landing)
+    return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Serve the latest rendered exposition in the negotiated format and encoding."""
+    exposition = request.app[COLLECTOR].exposition
+    _encoder, negotiated = choose_encoder(request.headers.get("Accept", ""))
+    openmetrics = negotiated.startswith("application/openmetrics-text")
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    headers = {
+        "Content-Type": OPENMETRICS if openmetrics else TEXT_0_0_4,
+        "Vary": "Accept, Accept-Encoding",
+    }
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(
+        body=exposition.body(openmetrics=openmetrics, gzipped=gzipped), headers=headers
+    )
+
+
+async def healthy(_request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return web.Response(text="OK\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: a full collection happened and the backend is up."""
+    collector = request.app[COLLECTOR]
+    if collector.ready:
+        return web.Response(text="OK\n")
+    reason = "backend down" if collector.backend_up is False else "first collection pending"
+    return web.Response(status=503, text=f"not ready: {reason}\n")
+
+
+async def events(request: web.Request) -> web.Response:
+    """The most recent driver events, newest first; ``?limit=N`` returns fewer."""
+    text = request.query.get("limit", str(MAX_EVENTS_PER_REQUEST))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_EVENTS_PER_REQUEST:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "limit must be an integer from 1 to {MAX_EVENTS_PER_REQUEST}"}}',
+            content_type="application/json",
+        )
+    recent = list(request.app[COLLECTOR].events)[: int(text)]
+    return web.json_response([_event_json(e) for e in recent])
+
+
+def _event_json(recorded: RecordedEvent) -> dict[str, object]:
+    event = recorded.event
+    return {
+        "time": dt.datetime.fromtimestamp(event.time, dt.UTC).isoformat(),
+        "timestamp": event.time,
+        "kind": event.kind.value,
+        "gpu": recorded.gpu,
+        "gpu_uuid": event.gpu_uuid,
+        "gpu_instance_id": event.gpu_instance_id,
+        "compute_instance_id": event.compute_instance_id,
+        "mig_uuid": recorded.mig_uuid,
+        "profile": recorded.profile,
+        "xid": event.xid,
+    }
+
+
+async def landing(request: web.Request) -> web.Response:
+    """A page for people: each GPU, its MIG instances and what they are doing now."""
+    collector = request.app[COLLECTOR]
+    snapshot_samples = collector.samples
+    sections = [_gpu_html(gpu, snapshot_samples.get(gpu.uuid)) for gpu in collector.topology.gpus]
+    links = ["/metrics", "/api/events", "/-/healthy", "/-/ready"]
+    links += [str(r.url_for()) for r in request.app.router.resources() if _is_sim(r)]
+    body = _PAGE.format(
+        backend=html.escape(collector.backend.name),
+        state="ready" if collector.ready else "not ready",
+        links=" · ".join(f'<a href="{html.escape(u)}">{html.escape(u)}</a>' for u in links),
+        gpus="\n".join(sections) or "<p>No GPUs found.</p>",
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def _is_sim(resource: web.AbstractResource) -> bool:
+    return resource.canonical == "/api/sim/fleet"
+
+
+def _gpu_html(gpu: Gpu, sample: GpuSample | None) -> str:
+    state = "up" if sample is not None else "DOWN"
+    mode = "MIG enabled" if gpu.mig_enabled else "MIG disabled"
+    head = (
+        f"<h2>GPU {gpu.index}: {html.escape(gpu.name)} <small>{html.escape(gpu.uuid)} · "
+        f"{mode} · {state}</small></h2>"
+    )
+    if not gpu.mig_enabled:
+        activity = _ratio(sample.gpu.get(catalog.GPU_GR_ENGINE_ACTIVE) if sample else None)
+        used = _gib(sample.gpu.get(catalog.GPU_MEMORY_USED) if sample else None)
+        total = _gib(sample.gpu.get(catalog.GPU_MEMORY_TOTAL) if sample else None)
+        return f"{head}<p>Whole GPU: engine active {activity}, memory {used} / {total}</p>"
+    rows = []
+    for gi in gpu.gpu_instances:
+        readings = sample.gpu_instances.get(gi.id) if sample else None
+        placement = f"{gi.placement.start}:{gi.placement.size}" if gi.placement else "?"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(cell))}</td>"
+                for cell in (
+                    gi.id,
+                    gi.profile,
+                    placement,
+                    len(gi.compute_instances),
+                    gi.mig_uuid or "(several)",
+                    _gib(readings.get(catalog.GI_MEMORY_USED) if readings else None)
+                    + " / "
+                    + _gib(gi.memory_bytes),
+                    _ratio(readings.get(catalog.GI_GR_ENGINE_ACTIVE) if readings else None),
+                    _ratio(readings.get(catalog.GI_SM_ACTIVE) if readings else None),
+                )
+            )
+            + "</tr>"
+        )
+    slices = f"<p>{gpu.mig_slices_used} of {gpu.mig_slices_total} compute slices in use</p>"
+    table = (
+        "<table><tr><th>GI</th><th>profile</th><th>placement</th><th>CIs</th><th>MIG UUID</th>"
+        "<th>memory used</th><th>engine active</th><th>SM active</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    return head + slices + (table if rows else "<p>No GPU instances.</p>")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>migexporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}small{{color:#666}}</style>
+</head><body>
+<h1>migexporter</h1>
+<p>Prometheus exporter for NVIDIA MIG · backend {backend} · {state}</p>
+<p>{links}</p>
+{gpus}
+</body></html>
+"""
+
+
+@dataclass
+class Server:
+    """A running HTTP server; ``url`` is where it listens."""
+
+    runner: web.AppRunner
+    url: str
+
+    async def close(self) -> None:
+        """Stop listening and finish open requests."""
+        await self.runner.cleanup()
+
+
+async def start_server(app: web.Application, host: str, port: int) -> Server:
+    """Serve ``app`` on host:port (port 0 picks a free one) in the running event loop."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host or None, port)
+        await site.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    shown = host or "0.0.0.0"  # noqa: S104  (the operator asked for every interface)
+    url_host = f"[{shown}]" if ":" in shown else shown
+    return Server(runner, f"http://{url_host}:{bound[1]}")

@@ -1,0 +1,326 @@
+"""MIG profile tables of the simulated GPU models, as the driver reports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import pynvml
+
+
+class SimError(ValueError):
+    """A request to the simulator that cannot be honoured; the message is one line."""
+
+
+class Placement(NamedTuple):
+    """Where a GPU instance sits, in memory slices (NVML ``placement.start`` / ``.size``)."""
+
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
+class GiProfile:
+    """One GPU-instance profile, the fields of ``c_nvmlGpuInstanceProfileInfo_v2_t``."""
+
+    index: int  # NVML_GPU_INSTANCE_PROFILE_*: what nvmlDeviceGetGpuInstanceProfileInfo takes
+    id: int  # what the driver calls the profile ID (nvidia-smi mig -lgip "ID")
+    name: str  # "3g.40gb"; the v2 struct's name is "MIG " + name
+    slices: int  # compute slices (sliceCount)
+    instances: int  # instanceCount: how many of this profile fit on an empty GPU
+    sms: int
+    copy_engines: int
+    decoders: int
+    jpegs: int
+    ofas: int
+    memory_mb: int
+    starts: tuple[int, ...]  # possible placement starts, in memory slices
+    size: int  # memory slices one instance occupies
+
+    @property
+    def placements(self) -> tuple[Placement, ...]:
+        """Every placement the driver allows, ascending as nvidia-smi -lgipp lists them."""
+        return tuple(Placement(start, self.size) for start in self.starts)
+
+
+@dataclass(frozen=True)
+class CiProfile:
+    """One compute-instance profile inside a GPU instance of a given profile."""
+
+    index: int  # NVML_COMPUTE_INSTANCE_PROFILE_*; the driver reports the same number as its id
+    slices: int
+    instances: int
+    sms: int
+    name: str  # MIG device name: "1c.7g.80gb", or the GI's name when it spans the whole GI
+    starts: tuple[int, ...]  # compute-slice starts inside the GI
+
+    @property
+    def id(self) -> int:
+        """The profile id; equal to the index (nvidia-smi: "3g.40gb (ID 2)" for 3_SLICE)."""
+        return self.index
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """A MIG-capable GPU product and its static properties."""
+
+    key: str  # spec name, e.g. "h100-80gb"
+    product: str  # nvmlDeviceGetName
+    memory_mib: int
+    sms: int
+    compute_slices: int
+    memory_slices: int
+    sm_clock_mhz: int
+    idle_sm_clock_mhz: int
+    mem_clock_mhz: int
+    power_limit_w: int
+    idle_power_w: int
+    gpm: bool  # GPM exists on Hopper and newer only
+    profiles: tuple[GiProfile, ...]
+
+    @property
+    def max_mig_devices(self) -> int:
+        """nvmlDeviceGetMaxMigDeviceCount with MIG enabled: one device per compute slice."""
+        return self.compute_slices
+
+    @property
+    def sms_per_slice(self) -> int:
+        """SMs of one compute slice, from the smallest profile."""
+        return min(p.sms for p in self.profiles if p.slices == 1)
+
+    def profile(self, name: str) -> GiProfile:
+        """The profile called ``name`` ("3g.40gb"); SimError naming the valid ones otherwise."""
+        wanted = name.strip().lower().removeprefix("mig ")
+        for p in self.profiles:
+            if p.name == wanted:
+                return p
+        valid = ", ".join(p.name for p in self.profiles)
+        raise SimError(f"unknown profile {name!r} for {self.key}; valid profiles: {valid}")
+
+    def profile_by_index(self, index: int) -> GiProfile | None:
+        """The profile with this NVML_GPU_INSTANCE_PROFILE_* index, if the model has one."""
+        return next((p for p in self.profiles if p.index == index), None)
+
+    def profile_by_id(self, profile_id: int) -> GiProfile | None:
+        """The profile with this driver profile id, if the model has one."""
+        return next((p for p in self.profiles if p.id == profile_id), None)
+
+    @property
+    def full_profile(self) -> GiProfile:
+        """The profile that spans the whole GPU (7g, or 4g on A30)."""
+        return max(self.profiles, key=lambda p: (p.slices, p.memory_mb))
+
+
+# Compute-instance sizes and their NVML_COMPUTE_INSTANCE_PROFILE_* index. A GI of g slices
+# offers every size up to g (MIG user guide, "Concepts": a 4g GI holds 1c, 2c, 3c or 4c CIs).
+_CI_INDEX = {
+    1: pynvml.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE,
+    2: pynvml.NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE,
+    3: pynvml.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE,
+    4: pynvml.NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE,
+    7: pynvml.NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE,
+}
+
+
+def ci_profiles(model: GpuModel, gi: GiProfile) -> tuple[CiProfile, ...]:
+    """The compute-instance profiles a GPU instance of profile ``gi`` offers.
+
+    A CI spanning the whole GI has the GI's SMs; a smaller one has whole slices of the model's
+    smallest profile (the per-slice SM count is not published for sub-GI CIs: an estimate).
+    """
+    out = []
+    for size, index in _CI_INDEX.items():
+        if size > gi.slices:
+            continue
+        whole = size == gi.slices
+        if whole:
+            starts: tuple[int, ...] = (0,)
+        elif size == 3:
+            starts = (0, 4) if gi.slices >= 7 else (0,)  # a 3c pair leaves one slice free
+        else:
+            starts = tuple(range(0, gi.slices - size + 1, size))
+        out.append(
+            CiProfile(
+                index=index,
+                slices=size,
+                instances=len(starts),
+                sms=gi.sms if whole else size * model.sms_per_slice,
+                name=gi.name if whole else f"{size}c.{gi.name}",
+                starts=starts,
+            )
+        )
+    return tuple(out)
+
+
+def ci_profile(model: GpuModel, gi: GiProfile, name: str) -> CiProfile:
+    """The CI profile called ``Nc`` (or the GI's own name) inside ``gi``; SimError otherwise."""
+    wanted = name.strip().lower()
+    for p in ci_profiles(model, gi):
+        if wanted in {f"{p.slices}c", p.name, f"{p.slices}c.{gi.name}"}:
+            return p
+    valid = ", ".join(f"{p.slices}c" for p in ci_profiles(model, gi))
+    raise SimError(f"unknown compute-instance profile {name!r} in {gi.name}; valid: {valid}")
+
+
+# NVML_GPU_INSTANCE_PROFILE_* indices, short so that each table row fits on one line.
+_1 = pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE
+_2 = pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE
+_3 = pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE
+_4 = pynvml.NVML_GPU_INSTANCE_PROFILE_4_SLICE
+_7 = pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE
+_1R1 = pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1  # the "+me" 1g profile
+_1R2 = pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2  # 1 compute slice, 2 memory slices
+_2R1 = pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1  # the "+me" 2g profile (A30)
+_SEVEN = (0, 1, 2, 3, 4, 5, 6)  # 1g placements on an 8-memory-slice GPU: {0..6}:1
+
+
+# Row fields: index, id, name, slices, instances, SMs, CE, DEC, JPEG, OFA, memory MB, starts, size.
+# Placements on 8 memory slices are the same on A100, H100 and H200: nvidia-smi mig -lgipp in
+# the MIG user guide ("Getting Started"; also NVIDIA's H100 NVL blog) prints
+# 19 {0..6}:1, 20 {0..6}:1, 15 {0,2,4,6}:2, 14 {0,2,4}:2, 9 {0,4}:4, 5 {0}:4, 0 {0}:8.
+
+# H100 80GB HBM3: read from hardware, driver 580.159.04 (shared/facts/nvml-mig.md §1.3).
+H100_80GB = GpuModel(
+    key="h100-80gb",
+    product="NVIDIA H100 80GB HBM3",
+    memory_mib=81559,  # nvidia-smi "81559MiB" on H100 SXM5
+    sms=132,
+    compute_slices=7,
+    memory_slices=8,
+    sm_clock_mhz=1980,  # deviceQuery: "GPU Max Clock rate: 1980 MHz", "Memory Clock rate: 2619"
+    idle_sm_clock_mhz=345,
+    mem_clock_mhz=2619,
+    power_limit_w=700,
+    idle_power_w=70,
+    gpm=True,
+    profiles=(
+        GiProfile(_1, 19, "1g.10gb", 1, 7, 16, 1, 1, 1, 0, 9984, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.10gb+me", 1, 1, 16, 1, 1, 1, 1, 9984, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.20gb", 1, 4, 26, 1, 1, 1, 0, 20096, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.20gb", 2, 3, 32, 2, 2, 2, 0, 20096, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.40gb", 3, 2, 60, 3, 3, 3, 0, 40448, (0, 4), 4),
+        GiProfile(_4, 5, "4g.40gb", 4, 1, 64, 4, 4, 4, 0, 40448, (0,), 4),
+        GiProfile(_7, 0, "7g.80gb", 7, 1, 132, 8, 7, 7, 1, 81152, (0,), 8),
+    ),
+)  # fmt: skip
+
+# H200: names, instances, CE/DEC/JPEG/OFA from the MIG user guide ("Supported MIG Profiles",
+# table "GPU Instance Profiles on H200"). SMs 16/16/32/132 and memory 16384/33280/143360 MB
+# (16.00/32.50/140.00 GiB) from a public `nvidia-smi mig -lgip` capture; 3g has 60 SMs (CUDA
+# reports 60 on a 3g.71gb). UNCONFIRMED: ids 15/9/5 (assumed as on H100), 1g.35gb's 26 SMs
+# (as on H100), and the 1g.35gb / 3g / 4g memory (estimated from the H100 proportions).
+H200_141GB = GpuModel(
+    key="h200-141gb",
+    product="NVIDIA H200",
+    memory_mib=143771,
+    sms=132,
+    compute_slices=7,
+    memory_slices=8,
+    sm_clock_mhz=1980,
+    idle_sm_clock_mhz=345,
+    mem_clock_mhz=3201,
+    power_limit_w=700,
+    idle_power_w=75,
+    gpm=True,
+    profiles=(
+        GiProfile(_1, 19, "1g.18gb", 1, 7, 16, 1, 1, 1, 0, 16384, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.18gb+me", 1, 1, 16, 1, 1, 1, 1, 16384, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.35gb", 1, 4, 26, 1, 1, 1, 0, 33280, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.35gb", 2, 3, 32, 2, 2, 2, 0, 33280, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.71gb", 3, 2, 60, 3, 3, 3, 0, 71424, (0, 4), 4),
+        GiProfile(_4, 5, "4g.71gb", 4, 1, 64, 4, 4, 4, 0, 71424, (0,), 4),
+        GiProfile(_7, 0, "7g.141gb", 7, 1, 132, 8, 7, 7, 1, 143360, (0,), 8),
+    ),
+)  # fmt: skip
+
+# A100-SXM4-40GB: several public `nvidia-smi mig -lgip` captures (4.75 / 9.75 / 19.62 / 39.50 GiB
+# on recent drivers; older drivers print slightly smaller sizes) and the MIG user guide's
+# engine columns (7g: 5 NVDEC / 1 JPEG / 1 OFA, 7 CE).
+A100_40GB = GpuModel(
+    key="a100-40gb",
+    product="NVIDIA A100-SXM4-40GB",
+    memory_mib=40960,
+    sms=108,
+    compute_slices=7,
+    memory_slices=8,
+    sm_clock_mhz=1410,
+    idle_sm_clock_mhz=210,
+    mem_clock_mhz=1215,
+    power_limit_w=400,
+    idle_power_w=55,
+    gpm=False,
+    profiles=(
+        GiProfile(_1, 19, "1g.5gb", 1, 7, 14, 1, 0, 0, 0, 4864, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.5gb+me", 1, 1, 14, 1, 1, 1, 1, 4864, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.10gb", 1, 4, 14, 1, 1, 0, 0, 9984, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.10gb", 2, 3, 28, 2, 1, 0, 0, 9984, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.20gb", 3, 2, 42, 3, 2, 0, 0, 20096, (0, 4), 4),
+        GiProfile(_4, 5, "4g.20gb", 4, 1, 56, 4, 2, 0, 0, 20096, (0,), 4),
+        GiProfile(_7, 0, "7g.40gb", 7, 1, 98, 7, 5, 1, 1, 40448, (0,), 8),
+    ),
+)  # fmt: skip
+
+# A100-SXM4-80GB: a public `nvidia-smi mig -lgip` capture on driver 515.86.01 (9.50 / 19.50 /
+# 39.25 / 79.00 GiB; later drivers print 9.75 / 19.62 / 39.50 / 79.25). The 1g.20gb row is not
+# in that capture: memory 19.50 GiB from another capture, engines as A100-40GB's 1g.10gb.
+A100_80GB = GpuModel(
+    key="a100-80gb",
+    product="NVIDIA A100-SXM4-80GB",
+    memory_mib=81920,
+    sms=108,
+    compute_slices=7,
+    memory_slices=8,
+    sm_clock_mhz=1410,
+    idle_sm_clock_mhz=210,
+    mem_clock_mhz=1593,
+    power_limit_w=400,
+    idle_power_w=60,
+    gpm=False,
+    profiles=(
+        GiProfile(_1, 19, "1g.10gb", 1, 7, 14, 1, 0, 0, 0, 9728, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.10gb+me", 1, 1, 14, 1, 1, 1, 1, 9728, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.20gb", 1, 4, 14, 1, 1, 0, 0, 19968, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.20gb", 2, 3, 28, 2, 1, 0, 0, 19968, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.40gb", 3, 2, 42, 3, 2, 0, 0, 40192, (0, 4), 4),
+        GiProfile(_4, 5, "4g.40gb", 4, 1, 56, 4, 2, 0, 0, 40192, (0,), 4),
+        GiProfile(_7, 0, "7g.80gb", 7, 1, 98, 7, 5, 1, 1, 80896, (0,), 8),
+    ),
+)  # fmt: skip
+
+# A30: a public `nvidia-smi mig -lgip` capture (ids 14/21/5/6/0; 5.81 / 11.69 / 23.44 GiB; SMs
+# 14/28/56). That capture shows 1 NVDEC on 1g.6gb where the MIG user guide says 0: the capture
+# wins. Placements {0,1,2,3}:1, {0,2}:2, {0}:4 follow the guide's A30 diagram; the +me rows'
+# placements are UNCONFIRMED (assumed equal to their plain profiles').
+A30_24GB = GpuModel(
+    key="a30",
+    product="NVIDIA A30",
+    memory_mib=24576,
+    sms=56,
+    compute_slices=4,
+    memory_slices=4,
+    sm_clock_mhz=1440,
+    idle_sm_clock_mhz=210,
+    mem_clock_mhz=1215,
+    power_limit_w=165,
+    idle_power_w=30,
+    gpm=False,
+    profiles=(
+        GiProfile(_1, 14, "1g.6gb", 1, 4, 14, 1, 1, 0, 0, 5952, (0, 1, 2, 3), 1),
+        GiProfile(_1R1, 21, "1g.6gb+me", 1, 1, 14, 1, 1, 1, 1, 5952, (0, 1, 2, 3), 1),
+        GiProfile(_2, 5, "2g.12gb", 2, 2, 28, 2, 2, 0, 0, 11968, (0, 2), 2),
+        GiProfile(_2R1, 6, "2g.12gb+me", 2, 1, 28, 2, 2, 1, 1, 11968, (0, 2), 2),
+        GiProfile(_4, 0, "4g.24gb", 4, 1, 56, 4, 4, 1, 1, 24000, (0,), 4),
+    ),
+)  # fmt: skip
+
+MODELS: dict[str, GpuModel] = {
+    m.key: m for m in (A100_40GB, A100_80GB, H100_80GB, H200_141GB, A30_24GB)
+}
+
+
+def model(key: str) -> GpuModel:
+    """The model called ``key`` (case-insensitive); SimError naming the valid ones otherwise."""
+    try:
+        return MODELS[key.strip().lower()]
+    except KeyError:
+        raise SimError(f"unknown GPU model {key!r}; valid: {', '.join(MODELS)}") from None

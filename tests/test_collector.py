@@ -1,0 +1,166 @@
+"""Collector: cycles, topology changes, XID counting, and GPUs that fail or hang."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from migexporter.backends.base import BackendUnavailableError, DeviceEvent, EventKind
+from migexporter.collector import Collector
+from migexporter.exposition import BuildInfo
+from migexporter.topology import Gpu
+from stub_backend import StubBackend, gpu_instance
+
+
+def _gpus() -> list[Gpu]:
+    return [
+        Gpu(
+            0,
+            "GPU-0",
+            "H100",
+            mig_enabled=True,
+            mig_slices_total=7,
+            gpu_instances=(gpu_instance(1), gpu_instance(2)),
+        ),
+        Gpu(1, "GPU-1", "H100"),
+    ]
+
+
+def _values(collector: Collector, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    text = collector.exposition.text.decode()
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+async def _eventually(check, limit_s: float = 5.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def running():
+    backend = StubBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.1, topology_refresh=0.2)
+    await collector.start()
+    yield backend, collector
+    backend.release.set()
+    await collector.stop()
+
+
+async def test_first_cycle_makes_it_ready_with_every_instance(running):
+    """After start() the exposition already holds every GPU instance."""
+    _backend, collector = running
+    assert collector.ready
+    ids = {
+        dict(k)["gpu_instance_id"]
+        for k in _values(collector, "nvidia_gpu_instance_sm_active_ratio")
+    }
+    assert ids == {"1", "2"}
+
+
+async def test_destroyed_instance_loses_its_series_without_restart(running):
+    """Removing a GI from the backend removes its series at the next topology refresh."""
+    backend, collector = running
+    backend.gpus[0] = Gpu(
+        0,
+        "GPU-0",
+        "H100",
+        mig_enabled=True,
+        mig_slices_total=7,
+        gpu_instances=(gpu_instance(3, "3g.40gb"),),
+    )
+    await _eventually(
+        lambda: (
+            {
+                dict(k)["gpu_instance_id"]
+                for k in _values(collector, "nvidia_gpu_instance_sm_active_ratio")
+            }
+            == {"3"}
+        )
+    )
+
+
+async def test_xid_is_counted_per_event_and_visible_at_once(running):
+    """Two identical XIDs count two, rendered without waiting for the next cycle."""
+    backend, collector = running
+    for _ in range(2):
+        backend.events.put(DeviceEvent("GPU-0", EventKind.XID, time.time(), 48, 2, 0))
+    backend.events.put(DeviceEvent("GPU-1", EventKind.XID, time.time(), 31))
+    await _eventually(lambda: len(_values(collector, "nvidia_gpu_xid_errors_total")) == 2, 2)
+    values = {
+        dict(k)["xid"]: (dict(k), v)
+        for k, v in _values(collector, "nvidia_gpu_xid_errors_total").items()
+    }
+    labels, count = values["48"]
+    assert count == 2
+    assert (labels["gpu"], labels["gpu_instance_id"], labels["compute_instance_id"]) == (
+        "0",
+        "2",
+        "0",
+    )
+    assert values["31"][0]["gpu_instance_id"] == ""
+    recent = list(collector.events)
+    assert recent[0].event.xid == 31  # newest first
+    assert recent[1].mig_uuid == "MIG-0002"
+
+
+async def test_lost_gpu_goes_down_and_others_keep_reporting(running):
+    """A GPU raising GpuUnavailableError has up 0 and no readings; the other GPU is unaffected."""
+    backend, collector = running
+    backend.lost.add(0)
+    await _eventually(
+        lambda: _values(collector, "nvidia_gpu_up").get((("gpu", "0"), ("gpu_uuid", "GPU-0"))) == 0
+    )
+    temps = _values(collector, "nvidia_gpu_temperature_celsius")
+    assert [dict(k)["gpu"] for k in temps] == ["1"]
+    assert collector.ready  # one lost GPU does not make the exporter unready
+    backend.lost.clear()
+    await _eventually(lambda: len(_values(collector, "nvidia_gpu_temperature_celsius")) == 2)
+
+
+async def test_hung_gpu_times_out_alone():
+    """A GPU whose driver calls block is marked down; the other GPU keeps updating."""
+    backend = StubBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.1, topology_refresh=60)
+    collector._gpu_timeout = 0.3
+    await collector.start()
+    try:
+        backend.hung.add(0)
+        await _eventually(
+            lambda: (
+                _values(collector, "nvidia_gpu_up").get((("gpu", "0"), ("gpu_uuid", "GPU-0"))) == 0
+            )
+        )
+        before = collector._last_collect
+        await _eventually(lambda: collector._last_collect != before)
+        assert _values(collector, "nvidia_gpu_up")[(("gpu", "1"), ("gpu_uuid", "GPU-1"))] == 1
+    finally:
+        backend.hung.clear()
+        backend.release.set()
+        await collector.stop()
+    assert backend.closed
+
+
+async def test_backend_that_cannot_open_raises():
+    """start() reports a backend that cannot be opened, so the CLI can exit with a message."""
+    collector = Collector(StubBackend(down=True), BuildInfo("test"))
+    with pytest.raises(BackendUnavailableError):
+        await collector.start()
+
+
+async def test_backend_loss_drops_gpu_series_and_readiness(running):
+    """When the backend goes away the GPU series go and /-/ready would say 503."""
+    backend, collector = running
+    backend.down = True
+    await _eventually(lambda: not collector.ready)
+    await _eventually(lambda: not _values(collector, "nvidia_gpu_info"))
+    assert _values(collector, "migexporter_backend_up")[(("backend", "stub"),)] == 0
