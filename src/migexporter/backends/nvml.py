@@ -6,7 +6,6 @@ import ctypes
 import logging
 import math
 import re
-import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -136,9 +135,7 @@ class NvmlBackend:
         self._uuids_by_handle: dict[int, str] = {}
         self._said: set[str] = set()  # one-time log lines already written
         self._event_set: Any = None
-        self._to_register: dict[str, Any] = {}  # uuid -> handle, waiting for the event thread
         self._registered: set[str] = set()
-        self._events_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -204,9 +201,8 @@ class NvmlBackend:
         self._forget_gpm_of_vanished(state, instances)
         self._gpus[index] = state
         self._uuids_by_handle[_address(handle)] = uuid
-        with self._events_lock:
-            if uuid not in self._registered:
-                self._to_register[uuid] = handle
+        if uuid not in self._registered:
+            self._register_events(uuid, handle)
         return Gpu(
             index=index,
             uuid=uuid,
@@ -396,12 +392,15 @@ class NvmlBackend:
         self._quietly(n.nvmlGpmSampleFree, previous)
         if got is None:
             return
+        wanted = catalog.PROFILING[scope]  # compute instances have no DRAM field of their own
         for slot, field in enumerate(GPM_METRICS):
             metric = request.metrics[slot]
+            if field not in wanted:
+                continue
             if metric.nvmlReturn == n.NVML_SUCCESS and not math.isnan(metric.value):
                 # GPM speaks percent; clamp the driver's rounding past 100 %.
                 ratio = min(max(metric.value, 0.0), 100.0) / 100
-                readings.set(catalog.PROFILING[scope][field], ratio)
+                readings.set(wanted[field], ratio)
 
     def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
         """Free GPM samples of instances that no longer exist, so none diff across generations."""
@@ -444,7 +443,6 @@ class NvmlBackend:
     def wait_events(self, timeout_s: float) -> list[DeviceEvent]:
         """Wait for the next driver event, then drain whatever else is queued."""
         n = self._nvml
-        self._register_pending()
         events: list[DeviceEvent] = []
         wait_ms = max(int(timeout_s * 1000), 0)
         while len(events) < _MAX_EVENTS_PER_WAIT:
@@ -458,19 +456,16 @@ class NvmlBackend:
             wait_ms = 0
         return events
 
-    def _register_pending(self) -> None:
+    def _register_events(self, uuid: str, handle: Any) -> None:
+        """Register at discovery: NVML drops events that happen before registration."""
         n = self._nvml
-        with self._events_lock:
-            pending, self._to_register = self._to_register, {}
-        for uuid, handle in pending.items():
-            try:
-                mask = n.nvmlDeviceGetSupportedEventTypes(handle) & _wanted_event_mask(n)
-                n.nvmlDeviceRegisterEvents(handle, mask, self._event_set)
-            except n.NVMLError as error:
-                self._say_once(f"events:{uuid}", "GPU %s: no driver events (%s)", uuid, error)
-                continue
-            with self._events_lock:
-                self._registered.add(uuid)
+        try:
+            mask = n.nvmlDeviceGetSupportedEventTypes(handle) & _wanted_event_mask(n)
+            n.nvmlDeviceRegisterEvents(handle, mask, self._event_set)
+        except n.NVMLError as error:
+            self._say_once(f"events:{uuid}", "GPU %s: no driver events (%s)", uuid, error)
+            return
+        self._registered.add(uuid)
 
     def _event(self, data: Any) -> DeviceEvent | None:
         n = self._nvml

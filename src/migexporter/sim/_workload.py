@@ -33,7 +33,7 @@ class Workload:
     """
 
     def __init__(self, seed: str, start: float) -> None:
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 (reproducible simulation, not secrets)
         # Some instances are mostly idle, some mostly busy, as on a real shared cluster.
         self._idle_chance = self._rng.choice((0.05, 0.2, 0.4, 0.8))
         self._time = start

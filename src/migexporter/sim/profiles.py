@@ -66,6 +66,7 @@ class GpuModel:
 
     key: str  # spec name, e.g. "h100-80gb"
     product: str  # nvmlDeviceGetName
+    pci_device_id: int  # nvmlPciInfo_t.pciDeviceId: device id << 16 | NVIDIA's vendor id
     memory_mib: int
     sms: int
     compute_slices: int
@@ -80,7 +81,7 @@ class GpuModel:
 
     @property
     def max_mig_devices(self) -> int:
-        """nvmlDeviceGetMaxMigDeviceCount with MIG enabled: one device per compute slice."""
+        """What nvmlDeviceGetMaxMigDeviceCount says with MIG enabled: one per compute slice."""
         return self.compute_slices
 
     @property
@@ -136,7 +137,8 @@ def ci_profiles(model: GpuModel, gi: GiProfile) -> tuple[CiProfile, ...]:
         if whole:
             starts: tuple[int, ...] = (0,)
         elif size == 3:
-            starts = (0, 4) if gi.slices >= 7 else (0,)  # a 3c pair leaves one slice free
+            # Assumed like the 3g GI placements {0,4}: two 3c CIs in a 7g GI, one elsewhere.
+            starts = (0, 4) if gi.slices >= 7 else (0,)
         else:
             starts = tuple(range(0, gi.slices - size + 1, size))
         out.append(
@@ -183,7 +185,8 @@ _SEVEN = (0, 1, 2, 3, 4, 5, 6)  # 1g placements on an 8-memory-slice GPU: {0..6}
 H100_80GB = GpuModel(
     key="h100-80gb",
     product="NVIDIA H100 80GB HBM3",
-    memory_mib=81559,  # nvidia-smi "81559MiB" on H100 SXM5
+    pci_device_id=0x233010DE,
+    memory_mib=81559,  # the total nvidia-smi commonly shows for it; not measured here
     sms=132,
     compute_slices=7,
     memory_slices=8,
@@ -212,7 +215,8 @@ H100_80GB = GpuModel(
 H200_141GB = GpuModel(
     key="h200-141gb",
     product="NVIDIA H200",
-    memory_mib=143771,
+    pci_device_id=0x233510DE,
+    memory_mib=143771,  # as commonly shown by nvidia-smi; UNCONFIRMED
     sms=132,
     compute_slices=7,
     memory_slices=8,
@@ -239,6 +243,7 @@ H200_141GB = GpuModel(
 A100_40GB = GpuModel(
     key="a100-40gb",
     product="NVIDIA A100-SXM4-40GB",
+    pci_device_id=0x20B010DE,
     memory_mib=40960,
     sms=108,
     compute_slices=7,
@@ -266,6 +271,7 @@ A100_40GB = GpuModel(
 A100_80GB = GpuModel(
     key="a100-80gb",
     product="NVIDIA A100-SXM4-80GB",
+    pci_device_id=0x20B210DE,
     memory_mib=81920,
     sms=108,
     compute_slices=7,
@@ -294,7 +300,8 @@ A100_80GB = GpuModel(
 A30_24GB = GpuModel(
     key="a30",
     product="NVIDIA A30",
-    memory_mib=24576,
+    pci_device_id=0x20B710DE,
+    memory_mib=24576,  # 24 GiB; the exact total nvidia-smi shows is UNCONFIRMED
     sms=56,
     compute_slices=4,
     memory_slices=4,

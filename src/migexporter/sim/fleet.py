@@ -1,0 +1,453 @@
+"""The simulated fleet: GPUs, MIG instances, workloads, faults and events behind one lock."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import random
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import pynvml
+
+from migexporter.sim import _operator, _placement
+from migexporter.sim._events import UNATTRIBUTED, Event, EventQueue
+from migexporter.sim._model import GpuState, SimComputeInstance, SimGpu, SimGpuInstance
+from migexporter.sim._spec import DEFAULT_SPEC, GpuSpec, check_fits, parse_fleet, parse_layout
+from migexporter.sim._workload import Workload
+from migexporter.sim.nvml import FakeNvml
+from migexporter.sim.profiles import SimError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from migexporter.sim.profiles import CiProfile, GiProfile, Placement
+
+MAX_EVENTS = 100_000  # per injection
+# Structs of destroyed instances kept allocated (see Fleet.retire): enough for days of
+# scenario-driven reconfiguration, bounded so a long demo does not grow without end.
+_RETIRED_KEPT = 100_000
+FAULTS = ("fall_off_bus", "hang", "recover")
+# DGX H100 bus numbers of its eight GPUs, so PCI ids look like the real thing.
+_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
+# What nvidia-smi prints for driver errors that reconfiguration can meet.
+_REASONS = {
+    pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES: "Insufficient Resources",
+    pynvml.NVML_ERROR_IN_USE: "In use by another client",
+    pynvml.NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    pynvml.NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    pynvml.NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+    pynvml.NVML_ERROR_NOT_FOUND: "Not Found",
+}
+
+
+def _nvml_error(code: int) -> pynvml.NVMLError:
+    """The real pynvml exception class for ``code`` (NVMLError maps it to its subclass)."""
+    return pynvml.NVMLError(code)
+
+
+class Fleet:
+    """Simulated GPUs that the fake NVML library reads and an operator reconfigures.
+
+    Thread-safe: every state change and read happens under ``lock``. Time comes from
+    ``clock`` (default ``time.monotonic``); workloads are integrated lazily up to it.
+    """
+
+    def __init__(
+        self,
+        gpus: Sequence[GpuSpec],
+        *,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        privileged: bool = True,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.privileged = privileged  # default for FakeNvml(fleet): a root exporter
+        self._clock = clock
+        self._epoch = clock()
+        self._seed = seed
+        self._rng = random.Random(f"migexporter.sim:{seed}")  # noqa: S311 (reproducible, not secret)
+        self._objects: dict[int, tuple[str, object]] = {}  # struct address -> (kind, object)
+        self._retired: deque[object] = deque(maxlen=_RETIRED_KEPT)
+        self._event_sets: dict[EventQueue, object] = {}
+        self._uuids: set[str] = set()
+        self._verbs = threading.Lock()  # operator actions run one at a time
+        self._operator: FakeNvml | None = None
+        self.gpus: tuple[SimGpu, ...] = tuple(
+            self._make_gpu(index, spec) for index, spec in enumerate(gpus)
+        )
+        for gpu, spec in zip(self.gpus, gpus, strict=True):
+            if spec.layout:
+                self._apply(gpu, spec)
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        privileged: bool = True,
+    ) -> Fleet:
+        """A fleet from a compact spec such as ``2*h100-80gb:3g.40gb*2,a30``."""
+        return cls(parse_fleet(spec), seed=seed, clock=clock, privileged=privileged)
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        privileged: bool = True,
+    ) -> Fleet:
+        """Three H100s: a mixed MIG layout, seven 1g.10gb instances, and MIG disabled."""
+        return cls.from_spec(DEFAULT_SPEC, seed=seed, clock=clock, privileged=privileged)
+
+    def _make_gpu(self, index: int, spec: GpuSpec) -> SimGpu:
+        uuid = self._new_uuid("GPU-")
+        domain, bus = divmod(index, len(_BUSES))
+        gpu = SimGpu(
+            index=index,
+            uuid=uuid,
+            model=spec.model,
+            pci_bus_id=f"{domain:08X}:{_BUSES[bus]:02X}:00.0",
+            mig_enabled=spec.mig_enabled,
+            workload=Workload(f"{self._seed}:{uuid}", self.now()),
+            created=self.now(),
+            energy_offset_mj=self._rng.randrange(10**6, 10**9),
+            temperature_offset_c=self._rng.uniform(0.0, 3.0),
+        )
+        self.register(gpu.device, gpu, "device")
+        return gpu
+
+    def _new_uuid(self, prefix: str) -> str:
+        """A fresh, never issued UUID: MIG devices get a new one each time they are created."""
+        while True:
+            hexa = f"{self._rng.getrandbits(128):032x}"
+            uuid = f"{prefix}{hexa[:8]}-{hexa[8:12]}-{hexa[12:16]}-{hexa[16:20]}-{hexa[20:]}"
+            if uuid not in self._uuids:
+                self._uuids.add(uuid)
+                return uuid
+
+    # --- driver side: called by FakeNvml; methods that change state expect ``lock`` held ---
+
+    def now(self) -> float:
+        """Fleet time: seconds since the fleet was built, by its clock."""
+        return self._clock() - self._epoch
+
+    def advance(self, gpu: SimGpu) -> None:
+        """Bring the GPU's activity integrals up to now."""
+        gpu.advance(self.now())
+
+    def register(self, struct: object, obj: object, kind: str) -> None:
+        """Make handles pointing at ``struct`` resolve to ``obj`` where a ``kind`` is wanted.
+
+        Kinds: "device" (a GPU or a MIG device), "gpu_instance", "compute_instance",
+        "event_set", "gpm_sample". A compute instance is both a "device" (its MIG device
+        handle) and a "compute_instance", through two different structs.
+        """
+        self._objects[ctypes.addressof(struct)] = (kind, obj)  # type: ignore[arg-type]
+
+    def retire(self, struct: object, *, keep: bool = True) -> None:
+        """Make handles pointing at ``struct`` stale.
+
+        With ``keep`` the struct stays allocated, so no new object gets its address and a
+        stale handle keeps failing instead of silently naming another instance. GPM samples,
+        allocated and freed every cycle, are not kept: their addresses may be reused, as
+        NVML's own would be.
+        """
+        self._objects.pop(ctypes.addressof(struct), None)  # type: ignore[arg-type]
+        if keep:
+            self._retired.append(struct)
+
+    def resolve(self, handle: object, kind: str) -> object | None:
+        """What a ctypes handle of ``kind`` points at; None if NULL, stale or of another kind.
+
+        Safe without ``lock``: one dict lookup.
+        """
+        try:
+            address = ctypes.cast(handle, ctypes.c_void_p).value  # type: ignore[arg-type]
+        except (ctypes.ArgumentError, TypeError):
+            return None
+        found = self._objects.get(address) if address else None
+        return found[1] if found is not None and found[0] == kind else None
+
+    def wait_usable(self, gpu: SimGpu) -> None:
+        """Block while the GPU hangs; raise NVMLError_GpuIsLost once it fell off the bus.
+
+        Call without holding ``lock``, or a hang would stop the whole fleet.
+        """
+        while True:
+            if gpu.state is GpuState.LOST:
+                raise _nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
+            if gpu.state is GpuState.OK:
+                return
+            gpu.not_hung.wait()
+
+    def create_gpu_instance(
+        self, gpu: SimGpu, profile: GiProfile, placement: Placement | None
+    ) -> SimGpuInstance:
+        """Create a GPU instance at ``placement``, or at the driver's choice when None."""
+        existing = [(gi.profile, gi.placement) for gi in gpu.gpu_instances.values()]
+        if placement is not None and placement not in profile.placements:
+            raise _nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        free = _placement.candidates(gpu.model, existing, profile)
+        if placement is None:
+            placement = free[0] if free else None
+        if placement is None or placement not in free:
+            raise _nvml_error(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+        self.advance(gpu)
+        gi_id = next(i for i in itertools.count(1) if i not in gpu.gpu_instances)
+        gi = SimGpuInstance(gpu, gi_id, profile, placement)
+        gpu.gpu_instances[gi_id] = gi
+        self.register(gi.handle, gi, "gpu_instance")
+        self._config_changed(gpu)
+        return gi
+
+    def destroy_gpu_instance(self, gi: SimGpuInstance) -> None:
+        """Destroy an empty GPU instance (NVMLError_InUse while it holds compute instances)."""
+        if gi.compute_instances:
+            raise _nvml_error(pynvml.NVML_ERROR_IN_USE)
+        self.advance(gi.gpu)
+        del gi.gpu.gpu_instances[gi.id]
+        self.retire(gi.handle)
+        self._config_changed(gi.gpu)
+
+    def create_compute_instance(self, gi: SimGpuInstance, profile: CiProfile) -> SimComputeInstance:
+        """Create a compute instance at the lowest free start, with the lowest free MIG index."""
+        gpu = gi.gpu
+        taken = [(ci.profile.slices, ci.start) for ci in gi.compute_instances.values()]
+        starts = _placement.ci_starts(
+            gi.profile.slices,
+            [(size, (start,)) for size, start in taken] + [(profile.slices, profile.starts)],
+        )
+        used_indices = {ci.mig_index for ci in gpu.compute_instances()}
+        free_indices = [i for i in range(gpu.model.max_mig_devices) if i not in used_indices]
+        if starts is None or not free_indices:
+            raise _nvml_error(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
+        self.advance(gpu)
+        ci_id = next(i for i in itertools.count(0) if i not in gi.compute_instances)
+        uuid = self._new_uuid("MIG-")
+        ci = SimComputeInstance(
+            gpu=gpu,
+            gpu_instance=gi,
+            id=ci_id,
+            profile=profile,
+            start=starts[-1],
+            mig_index=free_indices[0],
+            uuid=uuid,
+            workload=Workload(f"{self._seed}:{uuid}", self.now()),
+        )
+        gi.compute_instances[ci_id] = ci
+        self.register(ci.handle, ci, "compute_instance")
+        self.register(ci.device, ci, "device")
+        self._config_changed(gpu)
+        return ci
+
+    def destroy_compute_instance(self, ci: SimComputeInstance) -> None:
+        """Destroy a compute instance; its MIG device handle and index go with it."""
+        self.advance(ci.gpu)
+        del ci.gpu_instance.compute_instances[ci.id]
+        self.retire(ci.handle)
+        self.retire(ci.device)
+        self._config_changed(ci.gpu)
+
+    def create_event_set(self, privileged: bool) -> object:
+        """A new event set; returns the struct its handles point at."""
+        queue = EventQueue(privileged)
+        struct = pynvml.struct_c_nvmlEventSet_t()
+        self.register(struct, queue, "event_set")
+        self._event_sets[queue] = struct
+        return struct
+
+    def free_event_set(self, queue: EventQueue) -> None:
+        """Forget an event set and wake its waiter."""
+        queue.close()
+        self.retire(self._event_sets.pop(queue))
+
+    def publish(self, event: Event, count: int = 1) -> None:
+        """Hand ``count`` copies of an event to every event set listening for it."""
+        for queue in list(self._event_sets):
+            queue.offer(event, count)
+
+    def _config_changed(self, gpu: SimGpu) -> None:
+        self.publish(Event(gpu.index, pynvml.nvmlEventMigConfigChange, 0))
+
+    # --- operator side: what the control API and scenarios do ---
+
+    def _gpu(self, gpu: object) -> SimGpu:
+        if not isinstance(gpu, int) or isinstance(gpu, bool) or not 0 <= gpu < len(self.gpus):
+            raise SimError(f"no GPU {gpu!r}; the fleet has GPUs 0 to {len(self.gpus) - 1}")
+        return self.gpus[gpu]
+
+    def _operator_session(self) -> FakeNvml:
+        # A root tool like nvidia-smi, with its own library session: an exporter's
+        # nvmlShutdown or lack of privileges does not affect it.
+        if self._operator is None:
+            self._operator = FakeNvml(self, privileged=True)
+            self._operator.nvmlInit()
+        return self._operator
+
+    def _apply(self, gpu: SimGpu, spec: GpuSpec) -> None:
+        """Destroy every instance of the GPU and create the spec's layout, through NVML."""
+        placements = _placement.plan(gpu.model, [gi.profile for gi in spec.layout])
+        assert placements is not None  # callers checked the layout with check_fits
+        nv = self._operator_session()
+        try:
+            _operator.destroy_all(nv, gpu.index)
+            _operator.create_layout(nv, gpu.index, spec.layout, placements)
+        except pynvml.NVMLError as error:
+            reason = _REASONS.get(error.value, f"NVML error {error.value}")
+            raise SimError(f"reconfiguring GPU {gpu.index} failed: {reason}") from None
+
+    def reconfigure(self, gpu: int, profiles: Sequence[str]) -> dict[str, Any]:
+        """Replace GPU ``gpu``'s MIG layout, all or nothing, enabling MIG mode if needed.
+
+        ``profiles`` items are ``3g.40gb``, ``1g.10gb*2`` or ``7g.80gb/1c*7``; an empty list
+        leaves MIG enabled with no instances. Raises SimError with nvidia-smi's reason
+        (``Unable to create a GPU instance on GPU 0 using profile 3g.40gb: Insufficient
+        Resources``) before touching anything when the layout cannot be placed.
+        """
+        with self._verbs:
+            with self.lock:
+                sim = self._gpu(gpu)
+                if sim.state is not GpuState.OK:
+                    raise SimError(f"GPU {gpu} is {sim.state.value}; recover it first")
+                layout = parse_layout(sim.model, list(profiles))
+                check_fits(sim.model, layout, gpu)
+                if not sim.mig_enabled:
+                    self.advance(sim)
+                    sim.mig_enabled = True  # real GPUs need a reset for this; the sim does not
+                    self._config_changed(sim)
+            self._apply(sim, GpuSpec(sim.model, mig_enabled=True, layout=tuple(layout)))
+            return self._describe_gpu(sim)
+
+    def inject_xid(
+        self,
+        gpu: int,
+        xid: int,
+        gpu_instance_id: int | None = None,
+        compute_instance_id: int | None = None,
+        count: int = 1,
+    ) -> dict[str, Any]:
+        """Raise ``count`` XID events on a GPU, attributed to an instance when ids are given."""
+        for name, value in (("xid", xid), ("count", count)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SimError(f"{name} must be an integer, not {value!r}")
+        if not 0 < xid < 2**32:
+            raise SimError(f"xid must be between 1 and {2**32 - 1}, not {xid}")
+        if not 1 <= count <= MAX_EVENTS:
+            raise SimError(f"count must be between 1 and {MAX_EVENTS}, not {count}")
+        with self.lock:
+            sim = self._gpu(gpu)
+            self._check_instance(sim, gpu_instance_id, compute_instance_id)
+            event = Event(
+                gpu=sim.index,
+                event_type=pynvml.nvmlEventTypeXidCriticalError,
+                data=xid,
+                gpu_instance_id=UNATTRIBUTED if gpu_instance_id is None else gpu_instance_id,
+                compute_instance_id=(
+                    UNATTRIBUTED if compute_instance_id is None else compute_instance_id
+                ),
+            )
+            self.publish(event, count)
+        return {
+            "gpu": sim.index,
+            "gpu_uuid": sim.uuid,
+            "xid": xid,
+            "gpu_instance_id": gpu_instance_id,
+            "compute_instance_id": compute_instance_id,
+            "count": count,
+        }
+
+    def _check_instance(self, sim: SimGpu, gi_id: object, ci_id: object) -> None:
+        for name, value in (("gpu_instance_id", gi_id), ("compute_instance_id", ci_id)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise SimError(f"{name} must be an integer, not {value!r}")
+        if gi_id is None:
+            if ci_id is not None:
+                raise SimError("compute_instance_id needs gpu_instance_id")
+            return
+        if not sim.mig_enabled:
+            raise SimError(f"GPU {sim.index} is not in MIG mode: it has no GPU instances")
+        gi = sim.gpu_instances.get(gi_id)  # type: ignore[call-overload]
+        if gi is None:
+            have = ", ".join(str(i) for i in sorted(sim.gpu_instances)) or "none"
+            raise SimError(f"GPU {sim.index} has no GPU instance {gi_id} (it has: {have})")
+        if ci_id is not None and ci_id not in gi.compute_instances:
+            have = ", ".join(str(i) for i in sorted(gi.compute_instances)) or "none"
+            raise SimError(
+                f"GPU instance {gi_id} on GPU {sim.index} has no compute instance {ci_id} "
+                f"(it has: {have})"
+            )
+
+    def inject_ecc(self, gpu: int, uncorrected: bool = False, count: int = 1) -> None:
+        """Count ECC errors on a GPU and raise the matching single/double-bit event."""
+        with self.lock:
+            sim = self._gpu(gpu)
+            error_type = int(uncorrected)  # NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+            for counter in (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC):
+                sim.ecc[error_type, counter] = sim.ecc.get((error_type, counter), 0) + count
+            kind = (
+                pynvml.nvmlEventTypeDoubleBitEccError
+                if uncorrected
+                else pynvml.nvmlEventTypeSingleBitEccError
+            )
+            self.publish(Event(sim.index, kind, 0), count)
+
+    def fault(self, gpu: int, kind: str) -> dict[str, Any]:
+        """Make a GPU fall off the bus, hang, or recover with the same handles."""
+        with self.lock:
+            sim = self._gpu(gpu)
+            if kind == "fall_off_bus":
+                sim.state = GpuState.LOST
+                sim.not_hung.set()  # blocked callers wake up and see the GPU gone
+                # The kernel reports XID 79 "GPU has fallen off the bus".
+                self.publish(Event(sim.index, pynvml.nvmlEventTypeXidCriticalError, 79))
+            elif kind == "hang":
+                sim.not_hung.clear()
+                sim.state = GpuState.HUNG
+            elif kind == "recover":
+                sim.state = GpuState.OK
+                sim.not_hung.set()
+            else:
+                raise SimError(f"unknown fault {kind!r}; valid: {', '.join(FAULTS)}")
+            return {"gpu": sim.index, "gpu_uuid": sim.uuid, "state": sim.state.value}
+
+    def describe(self) -> dict[str, Any]:
+        """The fleet as JSON-able data: GPUs, their instances, placements and MIG UUIDs."""
+        with self.lock:
+            return {"gpus": [self._describe_gpu(gpu) for gpu in self.gpus]}
+
+    def _describe_gpu(self, gpu: SimGpu) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "index": gpu.index,
+                "uuid": gpu.uuid,
+                "name": gpu.model.product,
+                "model": gpu.model.key,
+                "mig_enabled": gpu.mig_enabled,
+                "state": gpu.state.value,
+                "gpu_instances": [
+                    {
+                        "id": gi.id,
+                        "profile": gi.profile.name,
+                        "profile_id": gi.profile.id,
+                        "placement": {"start": gi.placement.start, "size": gi.placement.size},
+                        "memory_mb": gi.profile.memory_mb,
+                        "sms": gi.profile.sms,
+                        "compute_instances": [
+                            {
+                                "id": ci.id,
+                                "mig_uuid": ci.uuid,
+                                "profile": ci.name,
+                                "mig_index": ci.mig_index,
+                            }
+                            for _, ci in sorted(gi.compute_instances.items())
+                        ],
+                    }
+                    for _, gi in sorted(gpu.gpu_instances.items())
+                ],
+            }

@@ -1,0 +1,200 @@
+"""Scenario files: a fleet and timed operator steps (XIDs, MIG changes, faults), from YAML."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from migexporter.sim._spec import check_fits, parse_fleet, parse_layout
+from migexporter.sim.fleet import FAULTS, MAX_EVENTS, Fleet
+from migexporter.sim.profiles import SimError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from migexporter.sim._spec import GpuSpec
+
+log = logging.getLogger(__name__)
+
+_TOP_KEYS = ("fleet", "seed", "steps")
+_VERBS: dict[str, dict[str, bool]] = {  # verb -> argument -> required
+    "xid": {
+        "gpu": True,
+        "xid": True,
+        "gpu_instance_id": False,
+        "compute_instance_id": False,
+        "count": False,
+    },
+    "mig": {"gpu": True, "profiles": True},
+    "fault": {"gpu": True, "kind": True},
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operator action at ``at`` seconds after the start, repeated ``every`` seconds."""
+
+    at: float
+    verb: str  # "xid", "mig" or "fault"
+    args: Mapping[str, Any]
+    every: float | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fleet spec, its seed, and the steps to play against it."""
+
+    fleet: str = "default"
+    seed: int = 0
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def build_fleet(self, *, clock: Callable[[], float] = time.monotonic) -> Fleet:
+        """The fleet the scenario starts from."""
+        return Fleet.from_spec(self.fleet, seed=self.seed, clock=clock)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _keys(where: str, data: object, allowed: Mapping[str, bool]) -> Mapping[str, Any]:
+    """``data`` as a mapping with only ``allowed`` keys and every required one present."""
+    if not isinstance(data, dict):
+        raise SimError(f"{where}: expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in allowed:
+            raise SimError(f"{where}: unknown key {key!r} (valid: {', '.join(allowed)})")
+    for key, required in allowed.items():
+        if required and key not in data:
+            raise SimError(f"{where}: missing key {key!r}")
+    return data
+
+
+def _check_args(where: str, verb: str, args: Mapping[str, Any], gpus: list[GpuSpec]) -> None:
+    gpu = args["gpu"]
+    if not _is_int(gpu) or not 0 <= gpu < len(gpus):
+        raise SimError(f"{where}.gpu: {gpu!r} is not a GPU index of the fleet (0-{len(gpus) - 1})")
+    if verb == "xid":
+        for key in ("xid", "gpu_instance_id", "compute_instance_id", "count"):
+            if key in args and not _is_int(args[key]):
+                raise SimError(f"{where}.{key}: expected an integer, got {args[key]!r}")
+        if not 1 <= args.get("count", 1) <= MAX_EVENTS:
+            raise SimError(f"{where}.count: must be between 1 and {MAX_EVENTS}")
+    elif verb == "mig":
+        profiles = args["profiles"]
+        if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+            raise SimError(f"{where}.profiles: expected a list of profile names")
+        model = gpus[gpu].model
+        check_fits(model, parse_layout(model, profiles), gpu)
+    elif args["kind"] not in FAULTS:
+        raise SimError(f"{where}.kind: {args['kind']!r} is not one of {', '.join(FAULTS)}")
+
+
+def _step(where: str, data: object, gpus: list[GpuSpec]) -> Step:
+    allowed = {"at": True, "every": False, **dict.fromkeys(_VERBS, False)}
+    raw = _keys(where, data, allowed)
+    verbs = [verb for verb in _VERBS if verb in raw]
+    if len(verbs) != 1:
+        raise SimError(f"{where}: give exactly one of {', '.join(_VERBS)}")
+    at, every = raw["at"], raw.get("every")
+    if not _is_number(at) or at < 0:
+        raise SimError(f"{where}.at: expected seconds >= 0, got {at!r}")
+    if every is not None and (not _is_number(every) or every <= 0):
+        raise SimError(f"{where}.every: expected seconds > 0, got {every!r}")
+    verb = verbs[0]
+    try:
+        args = _keys(f"{where}.{verb}", raw[verb], _VERBS[verb])
+        _check_args(f"{where}.{verb}", verb, args, gpus)
+    except SimError as error:
+        message = str(error)
+        prefixed = message if message.startswith(where) else f"{where}.{verb}: {message}"
+        raise SimError(prefixed) from None
+    return Step(float(at), verb, dict(args), None if every is None else float(every))
+
+
+def _scenario(data: object) -> Scenario:
+    raw = _keys("scenario", {} if data is None else data, dict.fromkeys(_TOP_KEYS, False))
+    spec, seed = raw.get("fleet", "default"), raw.get("seed", 0)
+    if not isinstance(spec, str):
+        raise SimError(f"fleet: expected a spec string, got {spec!r}")
+    if not _is_int(seed):
+        raise SimError(f"seed: expected an integer, got {seed!r}")
+    gpus = parse_fleet(spec)
+    steps = raw.get("steps")
+    steps = [] if steps is None else steps  # "steps:" with nothing after is no steps
+    if not isinstance(steps, list):
+        raise SimError("steps: expected a list")
+    parsed = tuple(_step(f"steps[{i}]", step, gpus) for i, step in enumerate(steps))
+    return Scenario(fleet=spec, seed=seed, steps=parsed)
+
+
+def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
+    """Validate loaded YAML; SimError names ``source`` and the problem in one line."""
+    try:
+        return _scenario(data)
+    except SimError as error:
+        raise SimError(f"{source}: {error}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise SimError(f"{path}: cannot read the scenario: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise SimError(f"{path}: not valid YAML{line}: {problem}") from None
+    return parse_scenario(data, str(path))
+
+
+def perform(fleet: Fleet, step: Step) -> dict[str, Any]:
+    """Do one step to the fleet (blocking); SimError when the fleet refuses it."""
+    args = step.args
+    if step.verb == "xid":
+        return fleet.inject_xid(**args)
+    if step.verb == "mig":
+        return fleet.reconfigure(args["gpu"], args["profiles"])
+    return fleet.fault(args["gpu"], args["kind"])
+
+
+async def run_scenario(
+    scenario: Scenario,
+    fleet: Fleet,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Play the steps at their times; returns when no step is left (never, with ``every``).
+
+    A step the fleet refuses is logged and skipped: a demo must keep running.
+    """
+    start = clock()
+    queue = [(step.at, order, step) for order, step in enumerate(scenario.steps)]
+    heapq.heapify(queue)
+    while queue:
+        due, order, step = heapq.heappop(queue)
+        await sleep(max(0.0, start + due - clock()))
+        try:
+            result = await asyncio.to_thread(perform, fleet, step)
+        except SimError as error:
+            log.warning("scenario step %s at %.1fs failed: %s", step.verb, due, error)
+        else:
+            log.info("scenario step %s at %.1fs: %s", step.verb, due, result)
+        if step.every is not None:
+            heapq.heappush(queue, (due + step.every, order, step))

@@ -1,0 +1,149 @@
+"""The NVML backend against the simulator's fake pynvml: the code path production runs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from migexporter import catalog
+from migexporter.backends.base import EventKind, GpuUnavailableError
+from migexporter.backends.nvml import NvmlBackend
+from migexporter.sim import FakeNvml, Fleet
+
+
+class Clock:
+    """A clock the test moves, so GPM windows are exact."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _open(fleet: Fleet) -> NvmlBackend:
+    backend = NvmlBackend(FakeNvml(fleet))
+    backend.open()
+    return backend
+
+
+def _topology(backend: NvmlBackend):
+    return [backend.discover_gpu(i) for i in range(backend.gpu_count())]
+
+
+def test_discovery_matches_the_fleet():
+    """GPU instances, profiles, placements and MIG UUIDs are what the fleet holds."""
+    fleet = Fleet.default()
+    gpus = _topology(_open(fleet))
+    described = fleet.describe()["gpus"]
+    assert [g.mig_enabled for g in gpus] == [True, True, False]
+    for gpu, want in zip(gpus, described, strict=True):
+        assert gpu.uuid == want["uuid"]
+        got = {
+            (gi.id, gi.profile, gi.placement.start if gi.placement else None, gi.mig_uuid)
+            for gi in gpu.gpu_instances
+        }
+        expected = {
+            (
+                gi["id"],
+                gi["profile"],
+                gi["placement"]["start"],
+                gi["compute_instances"][0]["mig_uuid"],
+            )
+            for gi in want["gpu_instances"]
+        }
+        assert got == expected
+    assert gpus[0].mig_slices_total == 7
+    assert gpus[0].mig_slices_used == 7
+
+
+def test_profiling_ratios_from_the_second_sample_on():
+    """GPM needs two samples; then every instance has five consistent ratios."""
+    clock = Clock()
+    fleet = Fleet.default(clock=clock)
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    first = backend.sample(gpus[1])
+    assert first.gpu_instances[1].get(catalog.GI_SM_ACTIVE) is None
+    clock.now += 5
+    second = backend.sample(gpus[1])
+    for readings in second.gpu_instances.values():
+        gr = readings.get(catalog.GI_GR_ENGINE_ACTIVE)
+        sm = readings.get(catalog.GI_SM_ACTIVE)
+        tensor = readings.get(catalog.GI_TENSOR_ACTIVE)
+        assert gr is not None
+        assert sm is not None
+        assert tensor is not None
+        assert 0 <= tensor <= sm <= gr <= 1
+        assert readings.get(catalog.GI_MEMORY_USED) <= readings.get(catalog.GI_MEMORY_TOTAL)
+    assert second.gpu.get(catalog.GPU_TEMPERATURE) is not None
+
+
+def test_split_gpu_instance_reports_compute_instances():
+    """A GI holding several CIs gets per-CI ratios (1001-1004) and no mig_uuid on the GI."""
+    clock = Clock()
+    fleet = Fleet.from_spec("h100-80gb:7g.80gb/1c*3", clock=clock)
+    backend = _open(fleet)
+    (gpu,) = _topology(backend)
+    (gi,) = gpu.gpu_instances
+    assert len(gi.compute_instances) == 3
+    assert gi.mig_uuid == ""
+    assert gi.profile == "7g.80gb"
+    backend.sample(gpu)
+    clock.now += 2
+    sample = backend.sample(gpu)
+    assert set(sample.compute_instances) == {(gi.id, ci.id) for ci in gi.compute_instances}
+    for readings in sample.compute_instances.values():
+        assert {metric.dcgm_field for metric, _ in readings.values} == {1001, 1002, 1003, 1004}
+
+
+def test_unprivileged_discovery_keeps_instances_without_placement(caplog):
+    """Without privileges instances are still found by MIG handle; placement is left out once."""
+    backend = _open(Fleet.default(privileged=False))
+    with caplog.at_level(logging.WARNING):
+        gpus = _topology(backend)
+        _topology(backend)
+    profiles = sorted(gi.profile for gi in gpus[0].gpu_instances)
+    assert profiles == ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"]
+    assert all(gi.placement is None for gi in gpus[0].gpu_instances)
+    assert sum("placement" in record.message for record in caplog.records) == 1
+
+
+def test_events_carry_instance_ids_and_arrive_after_discovery():
+    """An XID raised right after discovery is delivered with its GI/CI ids."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    fleet.inject_xid(1, 48, gpu_instance_id=2, count=2)
+    fleet.inject_xid(2, 31)
+    events = backend.wait_events(0.5)
+    xids = [(e.gpu_uuid, e.xid, e.gpu_instance_id, e.compute_instance_id) for e in events]
+    assert xids == [(gpus[1].uuid, 48, 2, None)] * 2 + [(gpus[2].uuid, 31, None, None)]
+    assert backend.wait_events(0.05) == []
+
+
+def test_reconfiguration_raises_a_mig_event_and_changes_discovery():
+    """Reconfiguring through the fake library is seen as an event and by re-discovery."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    _topology(backend)
+    fleet.reconfigure(0, ["3g.40gb", "3g.40gb"])
+    kinds = {e.kind for e in backend.wait_events(0.5)}
+    assert EventKind.MIG_CONFIG_CHANGE in kinds
+    gpu = backend.discover_gpu(0)
+    assert [gi.profile for gi in gpu.gpu_instances] == ["3g.40gb", "3g.40gb"]
+
+
+def test_lost_gpu_is_unavailable_and_comes_back():
+    """A GPU off the bus raises GpuUnavailableError; after recovery it samples again."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    fleet.fault(2, "fall_off_bus")
+    with pytest.raises(GpuUnavailableError):
+        backend.sample(gpus[2])
+    backend.sample(gpus[0])  # the others are unaffected
+    fleet.fault(2, "recover")
+    assert backend.sample(backend.discover_gpu(2)).gpu.get(catalog.GPU_TEMPERATURE) is not None
+    backend.close()

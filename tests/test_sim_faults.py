@@ -1,0 +1,143 @@
+"""GPU faults in the simulator: falling off the bus, hanging, and recovering."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pynvml
+import pytest
+
+from migexporter.sim import FakeNvml, Fleet, SimError
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet.default()
+
+
+@pytest.fixture
+def nv(fleet: Fleet) -> FakeNvml:
+    fake = FakeNvml(fleet)
+    fake.nvmlInit()
+    return fake
+
+
+def test_a_gpu_that_fell_off_the_bus_is_lost_but_still_listed(nv, fleet):
+    """Its own queries and its MIG devices raise GpuIsLost; enumeration still lists it."""
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(device, 0)
+    gi = nv.nvmlDeviceGetGpuInstanceById(device, 1)
+    fleet.fault(0, "fall_off_bus")
+    for call in (
+        lambda: nv.nvmlDeviceGetUUID(device),
+        lambda: nv.nvmlDeviceGetPowerUsage(device),
+        lambda: nv.nvmlDeviceGetMemoryInfo(mig),
+        lambda: nv.nvmlGpuInstanceGetInfo(gi),
+    ):
+        with pytest.raises(pynvml.NVMLError_GpuIsLost):
+            call()
+    assert nv.nvmlDeviceGetCount() == 3
+    assert isinstance(nv.nvmlDeviceGetHandleByIndex(0), pynvml.c_nvmlDevice_t)
+    assert fleet.describe()["gpus"][0]["state"] == "lost"
+
+
+def test_the_other_gpus_keep_working_while_one_is_lost(nv, fleet):
+    """Only the faulty GPU's calls fail."""
+    fleet.fault(1, "fall_off_bus")
+    assert nv.nvmlDeviceGetPowerUsage(nv.nvmlDeviceGetHandleByIndex(0)) > 0
+    assert nv.nvmlDeviceGetName(nv.nvmlDeviceGetHandleByIndex(2)) == "NVIDIA H100 80GB HBM3"
+
+
+def test_falling_off_the_bus_raises_xid_79(nv, fleet):
+    """The driver reports XID 79 when a GPU falls off the bus."""
+    event_set = nv.nvmlEventSetCreate()
+    nv.nvmlDeviceRegisterEvents(
+        nv.nvmlDeviceGetHandleByIndex(2), pynvml.nvmlEventTypeXidCriticalError, event_set
+    )
+    fleet.fault(2, "fall_off_bus")
+    data = nv.nvmlEventSetWait_v2(event_set, 1000)
+    assert data.eventData == 79
+    assert nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(1))  # not the lost one
+
+
+def test_recovering_restores_the_same_handles(nv, fleet):
+    """After recover, handles taken before the fault work again."""
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(device, 2)
+    uuid = nv.nvmlDeviceGetUUID(mig)
+    fleet.fault(0, "fall_off_bus")
+    fleet.fault(0, "recover")
+    assert nv.nvmlDeviceGetUUID(mig) == uuid
+    assert fleet.describe()["gpus"][0]["state"] == "ok"
+
+
+def test_a_hung_gpu_blocks_its_callers_until_it_recovers(nv, fleet):
+    """A call on a hung GPU blocks; other GPUs and event waits do not; recover releases it."""
+    device = nv.nvmlDeviceGetHandleByIndex(1)
+    event_set = nv.nvmlEventSetCreate()
+    nv.nvmlDeviceRegisterEvents(device, pynvml.nvmlEventTypeXidCriticalError, event_set)
+    fleet.fault(1, "hang")
+    results: list[int] = []
+    caller = threading.Thread(target=lambda: results.append(nv.nvmlDeviceGetPowerUsage(device)))
+    caller.start()
+    caller.join(0.2)
+    assert caller.is_alive()
+    assert results == []
+
+    started = time.monotonic()
+    assert nv.nvmlDeviceGetPowerUsage(nv.nvmlDeviceGetHandleByIndex(0)) > 0
+    with pytest.raises(pynvml.NVMLError_Timeout):
+        nv.nvmlEventSetWait_v2(event_set, 50)
+    fleet.inject_xid(1, 43)
+    assert nv.nvmlEventSetWait_v2(event_set, 1000).eventData == 43
+    late = nv.nvmlEventSetCreate()  # registering does not talk to the GPU: no blocking
+    nv.nvmlDeviceRegisterEvents(device, pynvml.nvmlEventTypeXidCriticalError, late)
+    fleet.inject_xid(1, 45)
+    assert nv.nvmlEventSetWait_v2(late, 1000).eventData == 45
+    assert time.monotonic() - started < 1
+
+    fleet.fault(1, "recover")
+    caller.join(2)
+    assert not caller.is_alive()
+    assert results
+    assert results[0] > 0
+
+
+def test_a_hung_gpu_that_falls_off_the_bus_releases_its_callers_with_an_error(nv, fleet):
+    """Blocked callers wake up with GpuIsLost when the hung GPU is lost."""
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    fleet.fault(0, "hang")
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            nv.nvmlDeviceGetTemperature(device, pynvml.NVML_TEMPERATURE_GPU)
+        except pynvml.NVMLError as error:
+            errors.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(0.1)
+    assert caller.is_alive()
+    fleet.fault(0, "fall_off_bus")
+    caller.join(2)
+    assert [type(e) for e in errors] == [pynvml.NVMLError_GpuIsLost]
+
+
+def test_a_faulty_gpu_cannot_be_reconfigured(fleet):
+    """Reconfiguring a lost or hung GPU is refused, not attempted."""
+    fleet.fault(0, "hang")
+    with pytest.raises(SimError, match="GPU 0 is hung"):
+        fleet.reconfigure(0, ["7g.80gb"])
+    fleet.fault(0, "fall_off_bus")
+    with pytest.raises(SimError, match="GPU 0 is lost"):
+        fleet.reconfigure(0, ["7g.80gb"])
+
+
+def test_unknown_faults_are_refused(fleet):
+    """Only fall_off_bus, hang and recover exist."""
+    with pytest.raises(SimError, match="unknown fault 'melt'"):
+        fleet.fault(0, "melt")
+    with pytest.raises(SimError, match="no GPU 3"):
+        fleet.fault(3, "hang")
