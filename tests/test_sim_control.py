@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def fleet() -> Fleet:
-    return Fleet.default()
-
-
-@pytest.fixture
 async def client(fleet: Fleet) -> AsyncIterator[TestClient]:
     app = web.Application()
     add_routes(app, fleet)

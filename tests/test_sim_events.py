@@ -14,18 +14,6 @@ ANY = 0xFFFFFFFF
 XID = pynvml.nvmlEventTypeXidCriticalError
 
 
-@pytest.fixture
-def fleet() -> Fleet:
-    return Fleet.default()
-
-
-@pytest.fixture
-def nv(fleet: Fleet) -> FakeNvml:
-    fake = FakeNvml(fleet)
-    fake.nvmlInit()
-    return fake
-
-
 def listen(nv: FakeNvml, gpu: int, mask: int = XID) -> object:
     """A new event set registered for ``mask`` on GPU ``gpu``."""
     event_set = nv.nvmlEventSetCreate()

@@ -8,19 +8,7 @@ import time
 import pynvml
 import pytest
 
-from migexporter.sim import FakeNvml, Fleet, SimError
-
-
-@pytest.fixture
-def fleet() -> Fleet:
-    return Fleet.default()
-
-
-@pytest.fixture
-def nv(fleet: Fleet) -> FakeNvml:
-    fake = FakeNvml(fleet)
-    fake.nvmlInit()
-    return fake
+from migexporter.sim import SimError
 
 
 def test_a_gpu_that_fell_off_the_bus_is_lost_but_still_listed(nv, fleet):

@@ -92,13 +92,6 @@ def fleet() -> Fleet:
     return Fleet.default(clock=Clock())
 
 
-@pytest.fixture
-def nv(fleet: Fleet) -> FakeNvml:
-    fake = FakeNvml(fleet)
-    fake.nvmlInit()
-    return fake
-
-
 def mig_handles(nv: FakeNvml, gpu: int) -> dict[int, object]:
     """MIG device index -> handle, skipping empty slots as a backend must."""
     device = nv.nvmlDeviceGetHandleByIndex(gpu)
