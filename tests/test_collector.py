@@ -164,3 +164,31 @@ async def test_backend_loss_drops_gpu_series_and_readiness(running):
     await _eventually(lambda: not collector.ready)
     await _eventually(lambda: not _values(collector, "nvidia_gpu_info"))
     assert _values(collector, "migexporter_backend_up")[(("backend", "stub"),)] == 0
+
+
+class CountingBackend(StubBackend):
+    """Counts the sampling attempts that failed, to compare with the error counter."""
+
+    failed_samples: int = 0
+
+    def sample(self, gpu):
+        try:
+            return super().sample(gpu)
+        except Exception:
+            self.failed_samples += 1
+            raise
+
+
+async def test_a_lost_gpu_counts_one_error_per_failed_collection():
+    """Re-enumeration keeps a lost GPU without counting it again: errors equal failed samples."""
+    backend = CountingBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.1, topology_refresh=0.1)
+    await collector.start()
+    try:
+        backend.lost.add(0)
+        await _eventually(lambda: backend.failed_samples >= 3)
+        collector._loop_task.cancel()
+        await asyncio.sleep(0)
+        assert collector._errors["GPU-0"] == backend.failed_samples
+    finally:
+        await collector.stop()

@@ -147,3 +147,18 @@ def test_lost_gpu_is_unavailable_and_comes_back():
     fleet.fault(2, "recover")
     assert backend.sample(backend.discover_gpu(2)).gpu.get(catalog.GPU_TEMPERATURE) is not None
     backend.close()
+
+
+def test_event_from_a_device_that_cannot_be_named_is_still_delivered():
+    """An event whose device is unknown and lost is kept (unnamed), not dropped with its batch."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    fleet.inject_xid(2, 13)
+    fleet.fault(2, "fall_off_bus")
+    fleet.inject_xid(1, 48, gpu_instance_id=2)
+    backend._uuids_by_handle.clear()  # as if the handle were one discovery never saw
+    events = backend.wait_events(0.5)
+    xids = [(e.gpu_uuid, e.xid) for e in events if e.kind is EventKind.XID]
+    assert (gpus[1].uuid, 48) in xids
+    assert ("", 13) in xids

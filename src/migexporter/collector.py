@@ -199,8 +199,10 @@ class Collector:
         for index, result in enumerate(results):
             if isinstance(result, Gpu):
                 gpus.append(result)
-            elif index in old:  # keep what we knew so its up series can say it is down
-                self._gpu_failed(old[index], result)
+            elif index in old:
+                # Keep what we knew so its up series can say it is down; the sampling pass
+                # of this cycle counts the failure, once.
+                log.debug("GPU %d kept from the last enumeration: %s", index, result)
                 gpus.append(old[index])
             else:
                 log.warning("GPU %d cannot be enumerated: %s", index, result)

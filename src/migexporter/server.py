@@ -66,7 +66,7 @@ async def ready(request: web.Request) -> web.Response:
     collector = request.app[COLLECTOR]
     if collector.ready:
         return web.Response(text="OK\n")
-    reason = "backend down" if collector.backend_up is False else "first collection pending"
+    reason = "first collection pending" if collector.backend_up else "backend down"
     return web.Response(status=503, text=f"not ready: {reason}\n")
 
 
@@ -101,8 +101,8 @@ def _event_json(recorded: RecordedEvent) -> dict[str, object]:
 async def landing(request: web.Request) -> web.Response:
     """A page for people: each GPU, its MIG instances and what they are doing now."""
     collector = request.app[COLLECTOR]
-    snapshot_samples = collector.samples
-    sections = [_gpu_html(gpu, snapshot_samples.get(gpu.uuid)) for gpu in collector.topology.gpus]
+    samples = collector.samples
+    sections = [_gpu_html(gpu, samples.get(gpu.uuid)) for gpu in collector.topology.gpus]
     links = ["/metrics", "/api/events", "/-/healthy", "/-/ready"]
     links += [str(r.url_for()) for r in request.app.router.resources() if _is_sim(r)]
     body = _PAGE.format(

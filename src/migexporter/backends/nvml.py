@@ -471,7 +471,11 @@ class NvmlBackend:
         n = self._nvml
         uuid = self._uuids_by_handle.get(_address(data.device))
         if uuid is None:
-            uuid = n.nvmlDeviceGetUUID(data.device)
+            try:
+                uuid = n.nvmlDeviceGetUUID(data.device)
+            except n.NVMLError as error:  # a lost GPU: count the event anyway, unnamed
+                self._say_once("event-uuid", "event from a GPU that cannot be named: %s", error)
+                uuid = ""
         kind = next((k for name, k in _EVENT_KINDS if data.eventType & getattr(n, name, 0)), None)
         if kind is None:
             return None
