@@ -6,20 +6,11 @@ import logging
 
 import pytest
 
+from manual_clock import ManualClock
 from migexporter import catalog
 from migexporter.backends.base import EventKind, GpuUnavailableError
 from migexporter.backends.nvml import NvmlBackend
 from migexporter.sim import FakeNvml, Fleet
-
-
-class Clock:
-    """A clock the test moves, so GPM windows are exact."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _open(fleet: Fleet) -> NvmlBackend:
@@ -60,7 +51,7 @@ def test_discovery_matches_the_fleet():
 
 def test_profiling_ratios_from_the_second_sample_on():
     """GPM needs two samples; then every instance has five consistent ratios."""
-    clock = Clock()
+    clock = ManualClock()
     fleet = Fleet.default(clock=clock)
     backend = _open(fleet)
     gpus = _topology(backend)
@@ -82,7 +73,7 @@ def test_profiling_ratios_from_the_second_sample_on():
 
 def test_split_gpu_instance_reports_compute_instances():
     """A GI holding several CIs gets per-CI ratios (1001-1004) and no mig_uuid on the GI."""
-    clock = Clock()
+    clock = ManualClock()
     fleet = Fleet.from_spec("h100-80gb:7g.80gb/1c*3", clock=clock)
     backend = _open(fleet)
     (gpu,) = _topology(backend)

@@ -9,6 +9,7 @@ import threading
 import pynvml
 import pytest
 
+from manual_clock import ManualClock
 from migexporter.sim import FakeNvml, Fleet
 
 REQUIRED = [
@@ -77,19 +78,9 @@ IMPLEMENTED = sorted(
 )
 
 
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def fleet() -> Fleet:
-    return Fleet.default(clock=Clock())
+    return Fleet.default(clock=ManualClock())
 
 
 def mig_handles(nv: FakeNvml, gpu: int) -> dict[int, object]:

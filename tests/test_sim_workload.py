@@ -7,6 +7,7 @@ import random
 import pynvml
 import pytest
 
+from manual_clock import ManualClock
 from migexporter.sim import FakeNvml, Fleet
 
 IDS = (
@@ -19,18 +20,8 @@ IDS = (
 EPSILON = 1e-9
 
 
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def open_nvml(spec: str = "default", seed: int = 0) -> tuple[FakeNvml, Clock]:
-    clock = Clock()
+def open_nvml(spec: str = "default", seed: int = 0) -> tuple[FakeNvml, ManualClock]:
+    clock = ManualClock(50.0)
     fake = FakeNvml(Fleet.from_spec(spec, seed=seed, clock=clock))
     fake.nvmlInit()
     return fake, clock

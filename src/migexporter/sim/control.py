@@ -102,8 +102,9 @@ def add_routes(app: web.Application, fleet: Fleet) -> None:
         return await _run(fleet.reconfigure, body["gpu"], body["profiles"])
 
     async def fault(request: web.Request) -> web.Response:
-        body = await _body(request, {"gpu": _GPU, "kind": _KIND}, {})
-        return await _run(fleet.fault, body["gpu"], body["kind"])
+        # "gpu" is needed by the GPU faults only; the host engine faults are node-wide.
+        body = await _body(request, {"kind": _KIND}, {"gpu": _GPU})
+        return await _run(fleet.fault, body.get("gpu"), body["kind"])
 
     app.router.add_get("/api/sim/fleet", describe)
     app.router.add_post("/api/sim/xid", xid)

@@ -29,7 +29,9 @@ MAX_EVENTS = 100_000  # per injection
 # Structs of destroyed instances kept allocated (see Fleet.retire): enough for days of
 # scenario-driven reconfiguration, bounded so a long demo does not grow without end.
 _RETIRED_KEPT = 100_000
-FAULTS = ("fall_off_bus", "hang", "recover")
+GPU_FAULTS = ("fall_off_bus", "hang", "recover")
+HOSTENGINE_FAULTS = ("hostengine_down", "hostengine_up")  # the node's nv-hostengine
+FAULTS = GPU_FAULTS + HOSTENGINE_FAULTS
 # DGX H100 bus numbers of its eight GPUs, so PCI ids look like the real thing.
 _BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
 # What nvidia-smi prints for driver errors that reconfiguration can meet.
@@ -75,6 +77,9 @@ class Fleet:
         self._uuids: set[str] = set()
         self._verbs = threading.Lock()  # operator actions run one at a time
         self._operator: FakeNvml | None = None
+        # Read by the simulated DCGM host engine: down, and restarts (a fresh process).
+        self.hostengine_up = True
+        self.hostengine_generation = 0
         self.gpus: tuple[SimGpu, ...] = tuple(
             self._make_gpu(index, spec) for index, spec in enumerate(gpus)
         )
@@ -397,8 +402,24 @@ class Fleet:
             )
             self.publish(Event(sim.index, kind, 0), count)
 
-    def fault(self, gpu: int, kind: str) -> dict[str, Any]:
-        """Make a GPU fall off the bus, hang, or recover with the same handles."""
+    def fault(self, gpu: int | None = None, kind: str = "") -> dict[str, Any]:
+        """Make a GPU fall off the bus, hang, or recover with the same handles.
+
+        ``hostengine_down`` stops the node's DCGM host engine and ``hostengine_up`` starts a
+        fresh one (a new process: new generation, nothing kept); they ignore ``gpu``.
+        """
+        if kind not in FAULTS:
+            raise SimError(f"unknown fault {kind!r}; valid: {', '.join(FAULTS)}")
+        if kind in HOSTENGINE_FAULTS:
+            with self.lock:
+                if kind == "hostengine_down":
+                    self.hostengine_up = False
+                elif not self.hostengine_up:
+                    self.hostengine_up = True
+                    self.hostengine_generation += 1
+                return self._describe_hostengine()
+        if gpu is None:
+            raise SimError(f"fault {kind!r} needs a GPU index")
         with self.lock:
             sim = self._gpu(gpu)
             if kind == "fall_off_bus":
@@ -409,17 +430,22 @@ class Fleet:
             elif kind == "hang":
                 sim.not_hung.clear()
                 sim.state = GpuState.HUNG
-            elif kind == "recover":
+            else:  # recover
                 sim.state = GpuState.OK
                 sim.not_hung.set()
-            else:
-                raise SimError(f"unknown fault {kind!r}; valid: {', '.join(FAULTS)}")
             return {"gpu": sim.index, "gpu_uuid": sim.uuid, "state": sim.state.value}
 
     def describe(self) -> dict[str, Any]:
         """The fleet as JSON-able data: GPUs, their instances, placements and MIG UUIDs."""
         with self.lock:
-            return {"gpus": [self._describe_gpu(gpu) for gpu in self.gpus]}
+            return {
+                "gpus": [self._describe_gpu(gpu) for gpu in self.gpus],
+                "hostengine": self._describe_hostengine()["hostengine"],
+            }
+
+    def _describe_hostengine(self) -> dict[str, Any]:
+        state = "up" if self.hostengine_up else "down"
+        return {"hostengine": state, "generation": self.hostengine_generation}
 
     def _describe_gpu(self, gpu: SimGpu) -> dict[str, Any]:
         with self.lock:
