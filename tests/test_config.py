@@ -36,13 +36,15 @@ def test_durations(text, seconds):
 @pytest.mark.parametrize(
     ("argv", "env", "fragment"),
     [
-        (["--interval", "50ms"], {}, "--interval: '50ms' must be between 0.1s and 3600s"),
+        (["--interval", "5ms"], {}, "--interval: '5ms' must be between 0.01s and 3600s"),
         (["--interval", "fast"], {}, "--interval: 'fast' is not a duration"),
         (["--listen", "9945"], {}, "--listen: '9945' is not HOST:PORT"),
         (["--listen", ":70000"], {}, "--listen"),
-        (["--backend", "cuda"], {}, "--backend: 'cuda' is not one of auto, nvml"),
+        (["--backend", "cuda"], {}, "--backend: 'cuda' is not one of auto, dcgm, nvml"),
         ([], {"MIGEXPORTER_LOG_LEVEL": "loud"}, "MIGEXPORTER_LOG_LEVEL: 'loud'"),
         (["--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["--dcgm-address", "tcp://x"], {}, "--dcgm-address: 'tcp://x' is not HOST[:PORT]"),
+        ([], {"MIGEXPORTER_DCGM_BINDINGS": "/nonexistent"}, "MIGEXPORTER_DCGM_BINDINGS: '/nonex"),
         (["--config", "/nonexistent/x.yaml"], {}, "config file /nonexistent/x.yaml: No such file"),
     ],
 )
@@ -96,3 +98,23 @@ def test_every_option_has_unique_help_and_env():
     helps = [option.help for option in OPTIONS]
     assert len(set(helps)) == len(helps)
     assert all(option.env.startswith("MIGEXPORTER_") for option in OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:5555", "127.0.0.1:5555"),
+        ("gpu-node-1", "gpu-node-1"),
+        ("[::1]:5555", "[::1]:5555"),
+        (" /run/nvidia/hostengine.sock ", "/run/nvidia/hostengine.sock"),
+    ],
+)
+def test_dcgm_address_forms(address, expected):
+    """A host engine is named by HOST[:PORT] or by its unix socket path."""
+    assert parse_config(["--dcgm-address", address], {}).dcgm_address == expected
+
+
+def test_dcgm_bindings_directory_from_environment(tmp_path):
+    """The bindings directory can come from MIGEXPORTER_DCGM_BINDINGS."""
+    env = {"MIGEXPORTER_DCGM_BINDINGS": str(tmp_path)}
+    assert parse_config([], env).dcgm_bindings == str(tmp_path)

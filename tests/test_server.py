@@ -33,7 +33,8 @@ async def client():
             gpu_instances=(gpu_instance(1, "3g.40gb"),),
         )
     ]
-    collector = Collector(StubBackend(gpus=gpus), BuildInfo("test"), interval=0.1)
+    # One cycle only, so that two reads of /metrics see the same body.
+    collector = Collector(StubBackend(gpus=gpus), BuildInfo("test"), interval=3600.0)
     await collector.start()
     async with TestClient(TestServer(create_app(collector))) as test_client:
         test_client.collector = collector  # type: ignore[attr-defined]

@@ -104,7 +104,7 @@ GPU_POWER_LIMIT = Metric(
     Scope.GPU,
     "Power limit enforced by the driver.",
     "watts",
-    dcgm_field=160,
+    dcgm_field=164,
 )
 GPU_ENERGY = Metric(
     "nvidia_gpu_energy_joules_total",
@@ -157,14 +157,14 @@ GPU_ROW_REMAP_PENDING = Metric(
     G,
     Scope.GPU,
     "1 when a row remap is pending and the GPU needs a reset to apply it.",
-    dcgm_field=395,
+    dcgm_field=396,
 )
 GPU_ROW_REMAP_FAILED = Metric(
     "nvidia_gpu_row_remap_failed",
     G,
     Scope.GPU,
     "1 when a row remap has failed (the GPU should be replaced).",
-    dcgm_field=396,
+    dcgm_field=395,
 )
 GPU_MIG_SLICES_CAPACITY = Metric(
     "nvidia_gpu_mig_slices_capacity",
@@ -372,6 +372,14 @@ COLLECT_ERRORS = Metric(
     Scope.EXPORTER,
     "Unexpected driver errors while collecting; gpu_uuid is empty for backend-wide errors.",
     extra_labels=("backend", "gpu_uuid"),
+)
+FIELD_SUPPORTED = Metric(
+    "migexporter_field_supported",
+    G,
+    Scope.EXPORTER,
+    "1 when the backend watches this DCGM profiling field on the GPU; 0 when the GPU cannot "
+    "(not supported, or not watchable together with the others), and its series are absent.",
+    extra_labels=("gpu_uuid", "field"),
 )
 LAST_COLLECT = Metric(
     "migexporter_last_collect_timestamp_seconds",

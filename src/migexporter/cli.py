@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migexporter import __version__
+from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
+from migexporter.backends.dcgm import DcgmBackend
 from migexporter.backends.nvml import NvmlBackend
 from migexporter.collector import Collector
 from migexporter.config import Config, ConfigError, parse_config
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from aiohttp import web
+
+    from migexporter.backends.base import Backend
 
 log = logging.getLogger("migexporter")
 
@@ -59,10 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _simulated(spec: str) -> tuple[Any, Any, Any]:
-    """(fake pynvml, fleet, scenario or None) for a --simulate value."""
+def _simulated(config: Config) -> tuple[Any, Any, Any]:
+    """(fake pynvml, fleet, scenario or None) for --simulate; installs the fake DCGM engine."""
     from migexporter import sim  # noqa: PLC0415  (only simulation needs the simulator)
 
+    spec = config.simulate or "default"
     try:
         if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
             scenario = sim.load_scenario(spec)
@@ -71,16 +76,47 @@ def _simulated(spec: str) -> tuple[Any, Any, Any]:
             scenario, fleet = None, sim.Fleet.from_spec(spec)
     except sim.SimError as error:
         raise StartupError(f"--simulate: {error}") from error
+    # The simulated node runs a host engine too, at --dcgm-address when one is given.
+    addresses = [config.dcgm_address] if config.dcgm_address else []
+    sim.install_dcgm(sim.SimHostEngine(fleet, addresses=addresses))
     return sim.FakeNvml(fleet), fleet, scenario
 
 
-def _vendor_library(config: Config) -> tuple[Any, Any, Any]:
-    """(pynvml or its fake, fleet, scenario); the one place that picks real or simulated GPUs."""
-    if config.simulate:
-        return _simulated(config.simulate)
-    if config.backend == "auto":
-        log.info("backend auto: using NVML (the DCGM backend is not part of this build)")
-    return import_module("pynvml"), None, None
+async def _choose_backend(config: Config, nvml: Any, simulated: bool) -> Backend:
+    """The backend --backend asks for; auto tries DCGM first and says why it falls back.
+
+    Raises:
+        StartupError: when DCGM was asked for and cannot be used.
+    """
+    if config.backend == "nvml":
+        return NvmlBackend(nvml)
+    bindings_dir = config.dcgm_bindings
+    if bindings_dir is None and simulated:
+        from migexporter import sim  # noqa: PLC0415
+
+        bindings_dir = str(sim.BINDINGS_DIR)
+    try:
+        bindings = dcgm_bindings.load(bindings_dir)
+        backend = DcgmBackend(
+            bindings,
+            address=config.dcgm_address,
+            interval=config.interval,
+            nvml=NvmlBackend(nvml),
+        )
+        await asyncio.to_thread(backend.open)
+    except (dcgm_bindings.DcgmNotFoundError, BackendUnavailableError) as error:
+        if config.backend == "dcgm":
+            raise StartupError(str(error)) from error
+        log.info("backend auto: using NVML, because %s", error)
+        return NvmlBackend(nvml)
+    log.info(
+        "backend %s: using DCGM %d (bindings in %s, %s)",
+        config.backend,
+        bindings.major,
+        bindings.path,
+        backend.where,
+    )
+    return backend
 
 
 async def serve(config: Config) -> None:
@@ -89,10 +125,15 @@ async def serve(config: Config) -> None:
     Raises:
         StartupError: when there is no driver, the fleet is invalid or the port is taken.
     """
-    nvml, fleet, scenario = _vendor_library(config)
+    fleet = scenario = None
+    if config.simulate:
+        nvml, fleet, scenario = _simulated(config)
+    else:
+        nvml = import_module("pynvml")
+    backend = await _choose_backend(config, nvml, fleet is not None)
     bindings_version = "simulated" if fleet else _bindings_version()
     collector = Collector(
-        NvmlBackend(nvml),
+        backend,
         BuildInfo(__version__, bindings_version),
         interval=config.interval,
         topology_refresh=config.topology_refresh,
@@ -100,6 +141,8 @@ async def serve(config: Config) -> None:
     try:
         await collector.start()
     except BackendUnavailableError as error:
+        if backend.name == "dcgm":
+            raise StartupError(str(error)) from error
         raise StartupError(
             f"no NVIDIA driver found ({error}): looked for libnvidia-ml.so.1 through NVML; "
             "run with --simulate to serve a simulated fleet"

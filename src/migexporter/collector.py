@@ -152,7 +152,8 @@ class Collector:
         next_refresh = time.monotonic() + self._topology_refresh
         while True:
             started = time.monotonic()
-            if self._refresh_now.is_set() or started >= next_refresh:
+            # While the backend is down every cycle asks it again; it applies its own backoff.
+            if self._refresh_now.is_set() or started >= next_refresh or not self.backend_up:
                 self._refresh_now.clear()
                 await self._refresh_topology()
                 next_refresh = time.monotonic() + self._topology_refresh
@@ -227,6 +228,10 @@ class Collector:
             *(self._on_gpu(gpu.index, partial(self.backend.sample, gpu)) for gpu in gpus),
             return_exceptions=True,
         )
+        lost = next((r for r in results if isinstance(r, BackendUnavailableError)), None)
+        if lost is not None:  # the library itself went away (a host engine lost, ...)
+            self._backend_down(lost)
+            return
         for gpu, result in zip(gpus, results, strict=True):
             if isinstance(result, GpuSample):
                 if gpu.uuid not in self._samples:

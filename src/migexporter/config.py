@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 9945  # not dcgm-exporter's 9400 nor nvidia_gpu_exporter's 9835
 ENV_PREFIX = "MIGEXPORTER_"
-BACKENDS = ("auto", "nvml")
+BACKENDS = ("auto", "dcgm", "nvml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-MIN_INTERVAL_S = 0.1  # GPM and DCGM cannot sample faster than every 100 ms
+MIN_INTERVAL_S = 0.01  # the DCGM backend raises anything under its 100 ms floor, with a warning
 
 
 class ConfigError(Exception):
@@ -36,6 +36,8 @@ class Config:
     listen: tuple[str, int] = ("", DEFAULT_PORT)
     backend: str = "auto"
     simulate: str | None = None
+    dcgm_bindings: str | None = None
+    dcgm_address: str | None = None
     interval: float = 1.0
     topology_refresh: float = 10.0
     log_level: str = "info"
@@ -80,6 +82,25 @@ def _choice(choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
+def parse_dcgm_address(text: str) -> str:
+    """``HOST[:PORT]`` of an nv-hostengine, or the absolute path of its unix socket."""
+    text = text.strip()
+    if text.startswith("/"):
+        return text
+    if not re.fullmatch(r"(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?", text):
+        raise ValueError(
+            f"{text!r} is not HOST[:PORT] or a unix socket path "
+            "(for example 127.0.0.1:5555 or /tmp/nv-hostengine)"
+        )
+    return text
+
+
+def _directory(text: str) -> str:
+    if not Path(text).is_dir():
+        raise ValueError(f"{text!r} is not a directory")
+    return text
+
+
 def _simulate(text: str) -> str:
     text = text.strip()
     if not text:
@@ -117,7 +138,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "backend",
         _choice(BACKENDS),
-        "measurement backend: auto picks the best available (auto)",
+        "measurement backend: auto picks DCGM when its bindings load and a host engine "
+        "answers, else NVML (auto)",
         "|".join(BACKENDS),
     ),
     Option(
@@ -126,6 +148,19 @@ OPTIONS: tuple[Option, ...] = (
         "serve a simulated fleet instead of real GPUs: 'default', a fleet spec such as "
         "'h100-80gb:3g.40gb+1g.10gb*4,a100-40gb', or a YAML scenario file",
         "SPEC|FILE",
+    ),
+    Option(
+        "dcgm_bindings",
+        _directory,
+        "directory of DCGM's Python bindings (default: the DCGM 4, then DCGM 3 install path)",
+        "DIR",
+    ),
+    Option(
+        "dcgm_address",
+        parse_dcgm_address,
+        "nv-hostengine to connect to, HOST[:PORT] or a unix socket path "
+        "(default: an embedded host engine)",
+        "ADDRESS",
     ),
     Option(
         "interval",

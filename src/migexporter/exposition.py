@@ -157,6 +157,8 @@ def _add_gpu(out: _Families, snapshot: Snapshot, gpu: Gpu) -> None:
     if sample is None:
         return  # nothing stale: a GPU that cannot be read keeps only its info and up series
     out.add_readings(sample.gpu, identity)
+    for field_id, supported in sorted(sample.fields_supported.items()):
+        out.add(catalog.FIELD_SUPPORTED, (gpu.uuid, str(field_id)), float(supported))
     if gpu.mig_enabled:
         out.add(catalog.GPU_MIG_SLICES_CAPACITY, identity, gpu.mig_slices_total)
         out.add(catalog.GPU_MIG_SLICES_USED, identity, gpu.mig_slices_used)
@@ -168,11 +170,11 @@ def _add_gpu(out: _Families, snapshot: Snapshot, gpu: Gpu) -> None:
             (
                 *gi_identity,
                 gi.mig_uuid,
-                "" if gi.profile_id is None else str(gi.profile_id),
+                _text(gi.profile_id),
                 str(gi.slices),
                 "" if placement is None else str(placement.start),
                 "" if placement is None else str(placement.size),
-                str(gi.sms),
+                _text(gi.sms),
             ),
             1,
         )
@@ -181,21 +183,22 @@ def _add_gpu(out: _Families, snapshot: Snapshot, gpu: Gpu) -> None:
             ci_identity = (str(gpu.index), gpu.uuid, str(gi.id), str(ci.id), gi.profile)
             out.add(
                 catalog.COMPUTE_INSTANCE_INFO,
-                (*ci_identity, ci.mig_uuid, ci.profile, str(ci.slices), str(ci.sms)),
+                (*ci_identity, ci.mig_uuid, ci.profile, str(ci.slices), _text(ci.sms)),
                 1,
             )
             out.add_readings(sample.compute_instances.get((gi.id, ci.id)), ci_identity)
 
 
-def _xid_labels(key: XidKey, seen: XidCount) -> tuple[str, ...]:
-    def text(value: int | None) -> str:
-        return "" if value is None else str(value)
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
 
+
+def _xid_labels(key: XidKey, seen: XidCount) -> tuple[str, ...]:
     return (
         seen.gpu,
         key.gpu_uuid,
-        text(key.gpu_instance_id),
-        text(key.compute_instance_id),
+        _text(key.gpu_instance_id),
+        _text(key.compute_instance_id),
         str(key.xid),
     )
 

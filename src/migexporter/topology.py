@@ -21,7 +21,7 @@ class ComputeInstance:
     mig_uuid: str
     profile: str  # the MIG device name, e.g. "3g.40gb" or "1c.3g.40gb"
     slices: int
-    sms: int
+    sms: int | None  # None where the backend cannot tell (DCGM without NVML)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class GpuInstance:
     profile: str  # e.g. "3g.40gb", "1g.10gb+me"
     slices: int
     memory_bytes: int
-    sms: int
+    sms: int | None  # None where the backend cannot tell (DCGM without NVML)
     profile_id: int | None = None  # needs privileges
     placement: Placement | None = None  # needs privileges
     compute_instances: tuple[ComputeInstance, ...] = ()

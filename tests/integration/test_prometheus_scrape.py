@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
-from harness import Prometheus, Query, Sample, Service, sim_fleet, wait_for
+from harness import Prometheus, Query, Sample, Service, sim_fleet, start_exporter, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +20,21 @@ MEMORY_USED = "nvidia_gpu_instance_memory_used_bytes"
 MEMORY_TOTAL = "nvidia_gpu_instance_memory_total_bytes"
 INSTANCE_FAMILIES = (*RATIOS, MEMORY_USED, MEMORY_TOTAL)
 SERIES_TIMEOUT_S = 20.0  # two exporter cycles, a topology refresh and a scrape, with room
+
+
+@pytest.fixture(scope="module", params=["nvml", "dcgm"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test of this module runs against both backends, reading the same simulated fleet."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def exporter(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The simulated exporter (default fleet) on one backend, shared by the module's tests."""
+    service = start_exporter(tmp_path_factory.mktemp("exporter"), "--backend", backend)
+    yield service
+    service.stop()
 
 
 class InstanceKey(NamedTuple):
@@ -66,12 +81,18 @@ def by_key(samples: Iterable[Sample]) -> dict[InstanceKey, float]:
     return values
 
 
-def test_prometheus_scrapes_the_exporter(prometheus: Prometheus, query: Query) -> None:
-    """Prometheus reports the exporter target as up and sees the backend as up."""
+def test_prometheus_scrapes_the_exporter(
+    prometheus: Prometheus, query: Query, backend: str
+) -> None:
+    """Prometheus reports the exporter target as up and sees the chosen backend as up."""
     up = wait_for(lambda: query('up{job="migexporter"}'), until=lambda r: r and r[0].value == 1)
     assert len(up) == 1
-    backend = wait_for(lambda: query("migexporter_backend_up"), what="migexporter_backend_up")
-    assert [s.value for s in backend] == [1.0]
+    backend_up = wait_for(lambda: query("migexporter_backend_up"), what="migexporter_backend_up")
+    assert [(s.labels["backend"], s.value) for s in backend_up] == [(backend, 1.0)]
+    # The simulated H100s watch all five profiling fields, whichever backend reads them.
+    supported = query("migexporter_field_supported")
+    assert len(supported) == 3 * 5
+    assert {s.value for s in supported} == {1.0}
 
 
 def test_every_gpu_instance_has_ratios_and_memory(exporter: Service, query: Query) -> None:

@@ -49,6 +49,8 @@ class GpuSample:
     gpu_instances: dict[int, Readings] = field(default_factory=dict)
     compute_instances: dict[tuple[int, int], Readings] = field(default_factory=dict)
     errors: int = 0  # unexpected per-field driver errors seen while sampling
+    # Profiling field id -> whether the backend can measure it on this GPU.
+    fields_supported: dict[int, bool] = field(default_factory=dict)
 
 
 class EventKind(enum.Enum):

@@ -136,6 +136,9 @@ class NvmlBackend:
         self._said: set[str] = set()  # one-time log lines already written
         self._event_set: Any = None
         self._registered: set[str] = set()
+        # Unprivileged NVML delivers only whole-device events in MIG mode (nvml.h), so its
+        # XIDs cannot be attributed to instances; the DCGM backend then counts DCGM's.
+        self.sees_instance_events = True
 
     # --- lifecycle ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -283,6 +286,7 @@ class NvmlBackend:
             profile_id = int(info.profileId)
             placement = Placement(int(info.placement.start), int(info.placement.size))
         except n.NVMLError_NoPermission:
+            self.sees_instance_events = False
             self._say_once(
                 "placement",
                 "no permission for GPU instance details (placement, profile id): "
@@ -294,7 +298,7 @@ class NvmlBackend:
             sms = int(profile_info.multiprocessorCount)
         else:  # unprivileged: the MIG device name of a whole-GI compute instance is the profile
             profile = re.sub(r"^\d+c\.", "", cis[0].profile)
-            sms = sum(ci.sms for ci in cis)
+            sms = sum(ci.sms or 0 for ci in cis)
         return GpuInstance(
             id=gi_id,
             profile=profile,
@@ -318,7 +322,7 @@ class NvmlBackend:
             value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
             if value is not None:
                 run.result.gpu.set(metric, value, *extra)
-        memory = self._read(run, "memory", lambda: n.nvmlDeviceGetMemoryInfo(handle))
+        memory = self._read(run, "memory", partial(_memory_info, n, handle))
         if memory is not None:
             run.result.gpu.set(catalog.GPU_MEMORY_USED, memory.used)
             run.result.gpu.set(catalog.GPU_MEMORY_TOTAL, memory.total)
@@ -329,6 +333,7 @@ class NvmlBackend:
             run.result.gpu.set(catalog.GPU_REMAPPED_ROWS, uncorrected, "uncorrected")
             run.result.gpu.set(catalog.GPU_ROW_REMAP_PENDING, bool(pending))
             run.result.gpu.set(catalog.GPU_ROW_REMAP_FAILED, bool(failed))
+        run.result.fields_supported = dict.fromkeys(catalog.PROFILING_FIELDS, state.gpm_supported)
         if state.gpm_supported:
             self._read_gpm(run, ("gpu",), run.result.gpu, lambda s: n.nvmlGpmSampleGet(handle, s))
         for gi in gpu.gpu_instances:
@@ -339,7 +344,7 @@ class NvmlBackend:
         n, state = self._nvml, run.state
         readings = run.result.gpu_instances.setdefault(gi.id, Readings())
         first = state.mig_handles[(gi.id, gi.compute_instances[0].id)]
-        memory = self._read(run, "instance_memory", lambda: n.nvmlDeviceGetMemoryInfo(first))
+        memory = self._read(run, "instance_memory", partial(_memory_info, n, first))
         if memory is not None:
             readings.set(catalog.GI_MEMORY_USED, memory.used)
             readings.set(catalog.GI_MEMORY_TOTAL, memory.total)
@@ -489,6 +494,11 @@ class NvmlBackend:
             gpu_instance_id=gi,
             compute_instance_id=ci if gi is not None else None,
         )
+
+
+def _memory_info(n: Any, handle: Any) -> Any:
+    """Memory info v2, whose ``used`` excludes the driver's reservation, as DCGM's FB_USED."""
+    return n.nvmlDeviceGetMemoryInfo(handle, version=n.nvmlMemory_v2)
 
 
 def _wanted_event_mask(n: Any) -> int:
