@@ -308,6 +308,11 @@ def test_profiling_fields_that_multiplex_are_left_out(bindings, fleet, clock, en
     assert sample.gpu_instances[gi_id].get(catalog.GI_SM_ACTIVE) is not None
     assert sum("1003" in r.getMessage() for r in caplog.records) == 1
     assert backend.sample(gpus[0]).fields_supported[1003] is True  # other GPUs keep it
+    whole_gpu = backend.sample(gpus[2])  # no MIG: its device-level ratios are all it has
+    assert whole_gpu.gpu.get(catalog.GPU_SM_OCCUPANCY) is not None
+    assert backend.sample(gpus[1]).gpu.get(catalog.GPU_SM_OCCUPANCY) is None
+    gpu_groups = [n for n in group_names(bindings, backend) if n.endswith(("-gpus", "-gpus1"))]
+    assert len(gpu_groups) == 2  # the GPUs that can watch 1003, and the one that cannot
 
 
 def test_interval_under_dcgm_floor_is_raised_with_one_warning(bindings, fleet, clock, caplog):

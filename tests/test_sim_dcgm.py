@@ -705,3 +705,20 @@ def test_field_metadata_and_the_pre_4_6_names(engine, dcgm):
     assert ctypes.sizeof(structs.c_dcgmMigHierarchy_v2) > 448 * ctypes.sizeof(
         structs.c_dcgmMigHierarchyInfo_v2
     )
+
+
+def test_profiling_multipass_fault_splits_sm_occupancy_until_recovery(fleet: Fleet) -> None:
+    """The fault moves 1003 to a minor group of its own on that GPU only; recover undoes it."""
+    engine = SimHostEngine(fleet)
+    before = engine.profiling_groups(0)
+    fleet.fault(0, "profiling_multipass")
+    split = engine.profiling_groups(0)
+    alone = [(major, minor) for major, minor, fields in split if fields == (1003,)]
+    assert len(alone) == 1
+    major, minor = alone[0]
+    shared = [m for j, m, fields in split if j == major and 1002 in fields]
+    assert len(shared) == 1
+    assert shared[0] != minor  # same hardware unit, another pass
+    assert engine.profiling_groups(1) == before
+    fleet.fault(0, "recover")
+    assert engine.profiling_groups(0) == before

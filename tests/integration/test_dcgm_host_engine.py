@@ -84,3 +84,49 @@ def test_host_engine_loss_and_recovery(exporter: Service, query: Query) -> None:
         until=lambda r: [s.value for s in r] == [2.0],
         what="the counter going on from 1 to 2",
     )
+
+
+def restart_host_engine(exporter: Service, query: Query) -> None:
+    """Stop and start the node's nv-hostengine, and wait for the exporter to reconnect."""
+    for kind, up in (("hostengine_down", 0.0), ("hostengine_up", 1.0)):
+        reply = exporter.post("/api/sim/fault", {"kind": kind})
+        assert 200 <= reply.status < 300, reply.body[:500]
+        wait_for(
+            lambda: backend_up(query),
+            TIMEOUT_S,
+            until=lambda seen, up=up: seen == [("dcgm", up)],
+            what=f"backend_up {up} after {kind}",
+        )
+
+
+def test_profiling_limit_leaves_out_what_cannot_be_watched(exporter: Service, query: Query) -> None:
+    """A GPU that cannot watch SM occupancy with the rest: 1003 is 0 there, all else reports."""
+    fleet = exporter.get("/api/sim/fleet").json()
+    uuids = [gpu["uuid"] for gpu in fleet["gpus"]]
+    reply = exporter.post("/api/sim/fault", {"gpu": 0, "kind": "profiling_multipass"})
+    assert 200 <= reply.status < 300, reply.body[:500]
+    try:
+        restart_host_engine(exporter, query)  # the exporter reads metric groups on connecting
+        supported = wait_for(
+            lambda: {
+                (s.labels["gpu_uuid"], s.labels["field"]): s.value
+                for s in query("migexporter_field_supported")
+            },
+            TIMEOUT_S,
+            until=lambda seen: seen.get((uuids[0], "1003")) == 0.0,
+            what='migexporter_field_supported{field="1003"} == 0 on GPU 0',
+        )
+        assert supported == {
+            (uuid, str(field)): 0.0 if (uuid, field) == (uuids[0], 1003) else 1.0
+            for uuid in uuids
+            for field in range(1001, 1006)
+        }
+        # Profiling ratios need two samples after a new watch: wait for them to come back.
+        sm_active = 'nvidia_gpu_instance_sm_active_ratio{gpu="0"}'
+        wait_for(lambda: query(sm_active), TIMEOUT_S, what=sm_active)
+        assert query('nvidia_gpu_instance_tensor_active_ratio{gpu="0"}')
+        assert query('nvidia_gpu_instance_sm_occupancy_ratio{gpu="1"}')
+        assert query('nvidia_gpu_instance_sm_occupancy_ratio{gpu="0"}') == []
+    finally:  # leave the node as the other tests expect it
+        exporter.post("/api/sim/fault", {"gpu": 0, "kind": "recover"})
+        restart_host_engine(exporter, query)

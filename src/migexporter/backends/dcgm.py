@@ -73,7 +73,7 @@ _MEMORY = {
 ST_OK, ST_NOT_SUPPORTED, ST_GPU_IS_LOST, ST_CONNECTION_NOT_VALID = 0, -6, -18, -21
 ST_MAX_LIMIT, ST_PROFILING_MULTI_PASS = -24, -38
 _NO_PROFILING = (-6, -33, -36)  # NOT_SUPPORTED, MODULE_NOT_LOADED, PROFILING_NOT_SUPPORTED
-_GroupKey = tuple[str, int | None]  # (GPU UUID, GI id); ("", None) is the GPUs' group
+_GroupKey = tuple[str, int]  # (GPU UUID, GI id); ("", n) are the GPUs' groups
 _Members = tuple[tuple[int, int], ...]  # (entity group, entity id)
 
 
@@ -174,7 +174,6 @@ class DcgmBackend:
         self._groups: dict[_GroupKey, _Group] = {}  # (uuid or "", GI id)
         self._field_groups: dict[tuple[int, ...], Any] = {}
         self._names = itertools.count(1)
-        self._gpu_field_ids: tuple[int, ...] = ()
         self._next_xid_read = 0.0
         self._pending_events: list[DeviceEvent] = []  # XIDs read from groups being destroyed
         self._nvml_open = False
@@ -429,11 +428,14 @@ class DcgmBackend:
         for uuid in self._gpu_ids_by_uuid:
             if uuid not in self._profiling:
                 self._profiling[uuid] = self._watchable_profiling(raw, uuid)
-        common = set(PROFILING_ORDER).intersection(*self._profiling.values())
-        self._gpu_field_ids = self._gpu_fields(sorted(common))
-        gpus = tuple((f.DCGM_FE_GPU, gpu_id) for gpu_id in self._gpu_ids)
+        # One group for the GPUs, or one per set of watchable profiling fields where GPUs
+        # differ: a field group is watched on every member alike.
+        gpus_by_profiling: dict[tuple[int, ...], list[int]] = {}
+        for uuid, gpu_id in self._gpu_ids_by_uuid.items():
+            gpus_by_profiling.setdefault(self._profiling[uuid], []).append(gpu_id)
         wanted: dict[_GroupKey, tuple[_Members, tuple[int, ...]]] = {
-            ("", None): (gpus, self._gpu_field_ids)
+            ("", n): (tuple((f.DCGM_FE_GPU, i) for i in gpu_ids), self._gpu_fields(profiling))
+            for n, (profiling, gpu_ids) in enumerate(gpus_by_profiling.items())
         }
         for uuid in self._gpu_ids_by_uuid:
             for gi in hierarchy.gpu_instances(uuid):
@@ -465,10 +467,8 @@ class DcgmBackend:
         a = self._b.agent
         uuid, gi_id = key
         # Recognisable in `dcgmi group -l`: whose exporter, which GPU, which GPU instance.
-        name = (
-            f"migexporter-{os.getpid()}-{uuid}-gi{gi_id}"
-            if uuid
-            else f"migexporter-{os.getpid()}-gpus"
+        name = f"migexporter-{os.getpid()}-" + (
+            f"{uuid}-gi{gi_id}" if uuid else f"gpus{gi_id or ''}"
         )
         try:
             group_id = self._call(a.dcgmGroupCreate, raw, self._b.structs.DCGM_GROUP_EMPTY, name)
@@ -481,10 +481,11 @@ class DcgmBackend:
         self._groups[key] = group
         for entity_group, entity_id in members:
             self._call(a.dcgmGroupAddEntity, raw, group_id, entity_group, entity_id)
-        group.field_group = self._watch(raw, key, group_id, fields)
+        uuids = [uuid] if uuid else [self._gpu_uuids[gpu_id] for _, gpu_id in members]
+        group.field_group = self._watch(raw, uuids, group_id, fields)
         return True
 
-    def _watch(self, raw: Any, key: _GroupKey, group_id: Any, fields: tuple[int, ...]) -> Any:
+    def _watch(self, raw: Any, uuids: list[str], group_id: Any, fields: tuple[int, ...]) -> Any:
         """Watch ``fields`` on a group, dropping profiling fields the GPU cannot watch together."""
         a = self._b.agent
         keep_s = max(30.0, 10 * self._interval)  # XID samples wait here until the next read
@@ -506,18 +507,15 @@ class DcgmBackend:
                     raise
                 dropped = profiling[-1]
                 fields = tuple(f for f in fields if f != dropped)
-                uuid = key[0]
-                for gpu_uuid in [uuid] if uuid else list(self._profiling):
-                    self._profiling[gpu_uuid] = tuple(
-                        f for f in self._profiling[gpu_uuid] if f != dropped
+                for uuid in uuids:
+                    self._profiling[uuid] = tuple(f for f in self._profiling[uuid] if f != dropped)
+                    self._say_once(
+                        f"multipass:{uuid}:{dropped}",
+                        "DCGM: field %d cannot be watched together with the others on GPU %s "
+                        "(profiling multi-pass): not exported",
+                        dropped,
+                        uuid,
                     )
-                self._say_once(
-                    f"multipass:{uuid}:{dropped}",
-                    "DCGM: field %d cannot be watched together with the others on GPU %s "
-                    "(profiling multi-pass): not exported",
-                    dropped,
-                    uuid or "(all)",
-                )
                 continue
             return field_group
 
@@ -580,7 +578,6 @@ class DcgmBackend:
             gpu_id = self._gpu_ids_by_uuid.get(gpu.uuid)
             hierarchy = self._hierarchy
             profiling = self._profiling.get(gpu.uuid, ())
-            gpu_field_ids = self._gpu_field_ids
         if gpu_id is None:
             raise GpuUnavailableError(f"GPU {gpu.uuid} is not listed by DCGM")
         result = GpuSample(
@@ -604,7 +601,9 @@ class DcgmBackend:
                         ci_readings,
                     )
         try:
-            device = self._latest(raw, [(f.DCGM_FE_GPU, gpu_id)], gpu_field_ids, result)
+            device = self._latest(
+                raw, [(f.DCGM_FE_GPU, gpu_id)], self._gpu_fields(profiling), result
+            )
             values = self._latest(raw, list(instances), (*FB_FIELDS, *profiling), result)
         except self._b.structs.DCGMError as error:
             raise GpuUnavailableError(f"GPU {gpu.index}: DCGM: {error}") from error

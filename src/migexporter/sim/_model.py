@@ -101,6 +101,8 @@ class SimGpu:
     totals: Vector = ZERO  # activity-seconds over all SMs; idle SMs count as 0
     time: float = 0.0  # fleet time the totals are integrated up to
     ecc: dict[tuple[int, int], int] = field(default_factory=dict)  # (errorType, counter) -> n
+    # DCGM lists SM occupancy in a pass of its own: 1003 cannot be watched with 1002 and 1004.
+    profiling_multipass: bool = False
     device: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)
 
     def __post_init__(self) -> None:

@@ -93,6 +93,22 @@ PROFILING_METRIC_GROUPS: list[MetricGroup] = [
 ]
 
 
+SM_OCCUPANCY = 1003
+
+
+def _own_pass(groups: list[MetricGroup], field_id: int) -> list[MetricGroup]:
+    """The metric groups with ``field_id`` moved to a new minor group of its major."""
+    moved: list[MetricGroup] = []
+    for major, minor, fields in groups:
+        if field_id in fields:
+            last_minor = max(m for j, m, _ in groups if j == major)
+            moved.append((major, minor, tuple(f for f in fields if f != field_id)))
+            moved.append((major, last_minor + 1, (field_id,)))
+        else:
+            moved.append((major, minor, fields))
+    return moved
+
+
 class EngineError(Exception):
     """A DCGM return code other than DCGM_ST_OK; the bindings raise it as ``DCGMError``."""
 
@@ -244,9 +260,9 @@ class SimHostEngine:
         """The GPU's profiling metric groups: the test override, else its model's."""
         if gpu_index in self.metric_groups:
             return self.metric_groups[gpu_index]
-        return (
-            GPM_METRIC_GROUPS if self.fleet.gpus[gpu_index].model.gpm else PROFILING_METRIC_GROUPS
-        )
+        gpu = self.fleet.gpus[gpu_index]
+        groups = GPM_METRIC_GROUPS if gpu.model.gpm else PROFILING_METRIC_GROUPS
+        return _own_pass(groups, SM_OCCUPANCY) if gpu.profiling_multipass else groups
 
     # --- engine process and connections ---
 

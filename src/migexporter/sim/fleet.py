@@ -29,7 +29,7 @@ MAX_EVENTS = 100_000  # per injection
 # Structs of destroyed instances kept allocated (see Fleet.retire): enough for days of
 # scenario-driven reconfiguration, bounded so a long demo does not grow without end.
 _RETIRED_KEPT = 100_000
-GPU_FAULTS = ("fall_off_bus", "hang", "recover")
+GPU_FAULTS = ("fall_off_bus", "hang", "profiling_multipass", "recover")
 HOSTENGINE_FAULTS = ("hostengine_down", "hostengine_up")  # the node's nv-hostengine
 FAULTS = GPU_FAULTS + HOSTENGINE_FAULTS
 # DGX H100 bus numbers of its eight GPUs, so PCI ids look like the real thing.
@@ -405,6 +405,10 @@ class Fleet:
     def fault(self, gpu: int | None = None, kind: str = "") -> dict[str, Any]:
         """Make a GPU fall off the bus, hang, or recover with the same handles.
 
+        ``profiling_multipass`` makes the host engine list SM occupancy (1003) in a pass of its
+        own, so that it cannot be watched with 1002 and 1004; DCGM clients see it when they
+        next read the GPU's metric groups. ``recover`` undoes every GPU fault.
+
         ``hostengine_down`` stops the node's DCGM host engine and ``hostengine_up`` starts a
         fresh one (a new process: new generation, nothing kept); they ignore ``gpu``.
         """
@@ -430,9 +434,12 @@ class Fleet:
             elif kind == "hang":
                 sim.not_hung.clear()
                 sim.state = GpuState.HUNG
+            elif kind == "profiling_multipass":
+                sim.profiling_multipass = True
             else:  # recover
                 sim.state = GpuState.OK
                 sim.not_hung.set()
+                sim.profiling_multipass = False
             return {"gpu": sim.index, "gpu_uuid": sim.uuid, "state": sim.state.value}
 
     def describe(self) -> dict[str, Any]:
