@@ -54,6 +54,8 @@ def test_no_driver_says_what_it_looked_for_and_suggests_simulate():
         (["--bogus"], "unrecognized arguments"),
         (["--simulate", "h100-80gb:9g.99gb"], "--simulate"),
         (["--simulate", "/nonexistent/scenario.yaml"], "--simulate"),
+        (["--dcgm-bindings", "/nonexistent"], "--dcgm-bindings"),
+        (["--simulate", "--backend", "dcgm", "--dcgm-bindings", "/"], "no DCGM Python bindings"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(args, fragment):
