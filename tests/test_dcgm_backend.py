@@ -274,6 +274,30 @@ def test_xids_come_from_dcgm_otherwise_every_sample_counted(bindings, fleet, clo
     assert drain(backend, clock) == []
 
 
+def test_rebuilt_groups_do_not_count_old_xids_again(bindings, fleet, clock):
+    """Another DCGM client keeps 230 watched: a group rebuilt on the same GPUs starts after
+    the samples already counted, not at the start of DCGM's keep window."""
+    other = bindings.pydcgm.DcgmHandle(opMode=bindings.structs.DCGM_OPERATION_MODE_AUTO)
+    a, raw = bindings.agent, other.handle
+    watched = a.dcgmGroupCreate(raw, bindings.structs.DCGM_GROUP_EMPTY, "dcgm-exporter")
+    for gpu_id in range(len(fleet.gpus)):
+        a.dcgmGroupAddEntity(raw, watched, FE_GPU, gpu_id)
+    xid_only = a.dcgmFieldGroupCreate(raw, [230], "xid")
+    a.dcgmWatchFields(raw, watched, xid_only, 100_000, 3600.0, 0)
+    try:
+        backend = make_backend(bindings, fleet, clock, nvml=False)
+        gpus = topology(backend)
+        drain(backend, clock)
+        fleet.inject_xid(0, 79)
+        assert xids(drain(backend, clock)) == [(gpus[0].uuid, None, None, 79)]
+        # GPU 0 loses a profiling field: the GPUs' groups are rebuilt with new field sets.
+        backend._profiling[gpus[0].uuid] = (1001,)
+        topology(backend)
+        assert drain(backend, clock) == []
+    finally:
+        other.Shutdown()
+
+
 def test_an_xid_storm_is_counted_in_full(bindings, fleet, clock):
     """10,000 XIDs between two reads are 10,000 events."""
     backend = make_backend(bindings, fleet, clock, nvml=False)

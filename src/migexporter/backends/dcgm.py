@@ -175,6 +175,7 @@ class DcgmBackend:
         self._field_groups: dict[tuple[int, ...], Any] = {}
         self._names = itertools.count(1)
         self._next_xid_read = 0.0
+        self._xid_since = 0  # latest DCGM timestamp read up to: where new groups start
         self._pending_events: list[DeviceEvent] = []  # XIDs read from groups being destroyed
         self._nvml_open = False
         self._said: set[str] = set()
@@ -223,6 +224,7 @@ class DcgmBackend:
         self._field_groups.clear()
         self._profiling.clear()
         self._gpu_uuids.clear()
+        self._xid_since = 0
         log.info("DCGM: connected to %s", self.where)
 
     def _schedule_retry(self) -> None:
@@ -477,7 +479,9 @@ class DcgmBackend:
                 raise
             self._say_once("max-groups", "DCGM group limit reached: %s is not watched", name)
             return False
-        group = _Group(group_id, members, None)
+        # Start where the last read ended: another client may keep 230 watched on these
+        # entities, and samples already counted through a dropped group must not count twice.
+        group = _Group(group_id, members, None, self._xid_since)
         self._groups[key] = group
         for entity_group, entity_id in members:
             self._call(a.dcgmGroupAddEntity, raw, group_id, entity_group, entity_id)
@@ -705,6 +709,7 @@ class DcgmBackend:
                 )
             except s.DCGMError as error:
                 log.debug("DCGM: reading XIDs of a group failed: %s", error)
+            self._xid_since = max(self._xid_since, int(group.xid_since))
         for entity_group, entity_id, xid, when in found:
             event = self._xid_event(entity_group, entity_id, xid, when, f)
             if event is not None:
