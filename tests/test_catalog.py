@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migexporter import catalog
+from migexporter import catalog, xids
 from migexporter.catalog import METRICS, Kind, Scope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +15,7 @@ SCOPE_PREFIX = {
     Scope.GPU: "nvidia_gpu_",
     Scope.GPU_INSTANCE: "nvidia_gpu_instance_",
     Scope.COMPUTE_INSTANCE: "nvidia_compute_instance_",
-    Scope.XID: "nvidia_gpu_xid_",
+    Scope.EVENT: "nvidia_gpu_",
     Scope.EXPORTER: "migexporter_",
 }
 
@@ -27,6 +27,9 @@ def test_names_follow_conventions(metric):
     assert metric.name.startswith(SCOPE_PREFIX[metric.scope])
     if metric.scope is Scope.GPU:
         assert not metric.name.startswith(("nvidia_gpu_instance_", "nvidia_gpu_xid_"))
+        assert not metric.name.endswith("_events_total")
+    if metric.scope is Scope.EVENT:  # says that it counts events, not a device state
+        assert metric.name.startswith("nvidia_gpu_xid_") or metric.name.endswith("_events_total")
     assert metric.name.endswith("_total") == (metric.kind is Kind.COUNTER)
     assert metric.name.endswith("_info") == (metric.kind is Kind.INFO)
     if metric.unit:
@@ -59,9 +62,12 @@ def test_metric_names_live_only_in_the_catalog():
     assert offenders == []
 
 
-def test_readme_metric_table_is_generated_from_the_catalog():
-    """The README's metric table matches catalog.markdown_table() (run `make readme`)."""
+@pytest.mark.parametrize(
+    ("marker", "table"), [("metrics", catalog.markdown_table), ("xids", xids.markdown_table)]
+)
+def test_readme_tables_are_generated_from_the_catalogs(marker, table):
+    """The README's metric and XID tables match the code (run `make readme`)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = readme.index("<!-- metrics:start -->\n") + len("<!-- metrics:start -->\n")
-    end = readme.index("<!-- metrics:end -->")
-    assert readme[start:end] == catalog.markdown_table()
+    start = readme.index(f"<!-- {marker}:start -->\n") + len(f"<!-- {marker}:start -->\n")
+    end = readme.index(f"<!-- {marker}:end -->")
+    assert readme[start:end] == table()

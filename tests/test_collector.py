@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from migexporter import xids
 from migexporter.backends.base import BackendUnavailableError, DeviceEvent, EventKind
 from migexporter.collector import Collector
 from migexporter.exposition import BuildInfo
@@ -95,10 +96,10 @@ async def test_xid_is_counted_per_event_and_visible_at_once(running):
     for _ in range(2):
         backend.events.put(DeviceEvent("GPU-0", EventKind.XID, time.time(), 48, 2, 0))
     backend.events.put(DeviceEvent("GPU-1", EventKind.XID, time.time(), 31))
-    await _eventually(lambda: len(_values(collector, "nvidia_gpu_xid_errors_total")) == 2, 2)
+    await _eventually(lambda: len(_counted(collector, "nvidia_gpu_xid_errors_total")) == 2, 2)
     values = {
         dict(k)["xid"]: (dict(k), v)
-        for k, v in _values(collector, "nvidia_gpu_xid_errors_total").items()
+        for k, v in _counted(collector, "nvidia_gpu_xid_errors_total").items()
     }
     labels, count = values["48"]
     assert count == 2
@@ -111,6 +112,52 @@ async def test_xid_is_counted_per_event_and_visible_at_once(running):
     recent = list(collector.events)
     assert recent[0].event.xid == 31  # newest first
     assert recent[1].mig_uuid == "MIG-0002"
+
+
+def _counted(collector: Collector, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {k: v for k, v in _values(collector, name).items() if v > 0}
+
+
+async def test_page_xids_start_at_zero_on_every_gpu(running):
+    """Before any event each GPU shows every page-severity XID, uncorrected ECC and
+    unavailable series at 0 (unattributed), so the first event is an increase."""
+    _backend, collector = running
+    zeros = _values(collector, "nvidia_gpu_xid_errors_total")
+    for gpu, uuid in (("0", "GPU-0"), ("1", "GPU-1")):
+        where = {"gpu": gpu, "gpu_uuid": uuid, "gpu_instance_id": "", "compute_instance_id": ""}
+        for code in xids.PAGE_XIDS:
+            assert zeros[tuple(sorted({**where, "xid": str(code)}.items()))] == 0
+        ecc = _values(collector, "nvidia_gpu_ecc_error_events_total")
+        assert ecc[tuple(sorted({**where, "error_type": "uncorrected"}.items()))] == 0
+        assert (
+            _values(collector, "nvidia_gpu_unavailable_events_total")[tuple(sorted(where.items()))]
+            == 0
+        )
+    assert {43, 48} <= set(xids.PAGE_XIDS)
+    assert _values(collector, "nvidia_gpu_xid_last_seconds") == {}
+
+
+async def test_events_beside_xid_are_counted_in_their_own_families(running):
+    """ECC, unavailable and recovery-action events: one each, in /api/events too."""
+    backend, collector = running
+    now = time.time()
+    for kind in (EventKind.ECC_SINGLE_BIT, EventKind.ECC_DOUBLE_BIT, EventKind.ECC_DOUBLE_BIT):
+        backend.events.put(DeviceEvent("GPU-1", kind, now))
+    backend.events.put(DeviceEvent("GPU-1", EventKind.GPU_UNAVAILABLE, now))
+    backend.events.put(
+        DeviceEvent("GPU-1", EventKind.RECOVERY_ACTION, now, recovery_action="gpu_reset")
+    )
+    await _eventually(lambda: len(collector.events) == 5, 2)
+    ecc = {
+        dict(k)["error_type"]: v
+        for k, v in _counted(collector, "nvidia_gpu_ecc_error_events_total").items()
+    }
+    assert ecc == {"corrected": 1, "uncorrected": 2}
+    unavailable = _counted(collector, "nvidia_gpu_unavailable_events_total")
+    assert [dict(k)["gpu_uuid"] for k in unavailable] == ["GPU-1"]
+    actions = _counted(collector, "nvidia_gpu_recovery_action_events_total")
+    assert [(dict(k)["action"], v) for k, v in actions.items()] == [("gpu_reset", 1)]
+    assert _counted(collector, "nvidia_gpu_xid_errors_total") == {}
 
 
 async def test_lost_gpu_goes_down_and_others_keep_reporting(running):

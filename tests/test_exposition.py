@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from migexporter import catalog
+from migexporter import catalog, xids
 from migexporter.backends.base import GpuSample, Readings
-from migexporter.exposition import BuildInfo, Snapshot, XidCount, XidKey, render
+from migexporter.exposition import BuildInfo, EventCount, EventKey, Snapshot, render
 from migexporter.topology import ComputeInstance, Gpu, GpuInstance, Placement, Topology
 
 GI = GpuInstance(
@@ -46,7 +46,9 @@ def _snapshot(**changes: object) -> Snapshot:
         "topology": Topology((MIG_GPU, FULL_GPU), "580.159.04"),
         "driver_version": "580.159.04",
         "samples": {"GPU-0000": _sample(), "GPU-1111": GpuSample()},
-        "xid": {XidKey("GPU-0000", 2, None, 48): XidCount("0", 2, 1700000000.0)},
+        "events": {
+            EventKey(catalog.XID_ERRORS, "GPU-0000", 2, None, "48"): EventCount("0", 2, 1.7e9),
+        },
     }
     values.update(changes)
     return Snapshot(**values)  # type: ignore[arg-type]
@@ -121,6 +123,40 @@ def test_xid_labels_are_empty_when_unattributed():
         "xid": "48",
     }
     assert value == 2.0
+
+
+def test_event_families_carry_their_own_label_and_zero_series_have_no_last_time():
+    """ECC events by error type, recovery events by action; a series at 0 has no last time."""
+    events = {
+        EventKey(catalog.ECC_EVENTS, "GPU-1111", None, None, "uncorrected"): EventCount(
+            "1", 3, 1.7e9
+        ),
+        EventKey(catalog.UNAVAILABLE_EVENTS, "GPU-1111", None, None): EventCount("1", 1, 1.7e9),
+        EventKey(catalog.RECOVERY_ACTION_EVENTS, "GPU-1111", None, None, "gpu_reset"): EventCount(
+            "1", 1, 1.7e9
+        ),
+        EventKey(catalog.XID_ERRORS, "GPU-1111", None, None, "79"): EventCount("1", 0, None),
+    }
+    series = _series(_snapshot(events=events))
+    where = {"gpu": "1", "gpu_uuid": "GPU-1111", "gpu_instance_id": "", "compute_instance_id": ""}
+    assert series["nvidia_gpu_ecc_error_events_total"] == [
+        ({**where, "error_type": "uncorrected"}, 3.0)
+    ]
+    assert series["nvidia_gpu_unavailable_events_total"] == [(where, 1.0)]
+    assert series["nvidia_gpu_recovery_action_events_total"] == [
+        ({**where, "action": "gpu_reset"}, 1.0)
+    ]
+    assert series["nvidia_gpu_xid_errors_total"] == [({**where, "xid": "79"}, 0.0)]
+    assert "nvidia_gpu_xid_last_seconds" not in series
+
+
+def test_xid_info_has_one_series_per_catalog_row():
+    """migexporter_xid_info joins the catalog onto XID series by the xid label."""
+    rows = {labels["xid"]: labels for labels, _ in _series(_snapshot())["migexporter_xid_info"]}
+    assert set(rows) == {str(code) for code in xids.CATALOG}
+    assert rows["48"]["mnemonic"] == "ROBUST_CHANNEL_GPU_ECC_DBE"
+    assert rows["48"]["severity"] == "page"
+    assert rows["31"]["action"] == "RESTART_APP"
 
 
 def test_mig_slices_only_for_mig_gpus():

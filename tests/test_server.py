@@ -94,10 +94,40 @@ async def test_events_newest_first_and_limit_validated(client):
     assert [e["xid"] for e in events] == [48, 13]
     assert events[0]["profile"] == "3g.40gb"
     assert events[0]["mig_uuid"] == "MIG-0001"
+    assert (events[0]["mnemonic"], events[0]["action"], events[0]["severity"]) == (
+        "ROBUST_CHANNEL_GPU_ECC_DBE",
+        "WORKFLOW_XID_48",
+        "page",
+    )
+    assert events[0]["description"] == "Double Bit ECC Error"
     assert len(await (await client.get("/api/events?limit=1")).json()) == 1
     for bad in ("0", "x", "-1", "100000"):
         response = await client.get(f"/api/events?limit={bad}")
         assert response.status == 400
+
+
+async def test_events_beside_xid_and_unknown_xids_in_the_api(client):
+    """ECC and recovery events say what they are; an XID the catalog lacks says unknown."""
+    now = time.time()
+    client.collector.handle_events(
+        [
+            DeviceEvent("GPU-0", EventKind.XID, now, 4242),
+            DeviceEvent("GPU-0", EventKind.ECC_DOUBLE_BIT, now),
+            DeviceEvent("GPU-0", EventKind.RECOVERY_ACTION, now, recovery_action="node_reboot"),
+        ]
+    )
+    recovery, ecc, unknown = await (await client.get("/api/events?limit=3")).json()
+    assert (recovery["kind"], recovery["recovery_action"], recovery["xid"]) == (
+        "recovery_action",
+        "node_reboot",
+        None,
+    )
+    assert (ecc["kind"], ecc["error_type"], ecc["action"]) == (
+        "ecc_double_bit",
+        "uncorrected",
+        None,
+    )
+    assert (unknown["xid"], unknown["action"], unknown["severity"]) == (4242, "unknown", "ticket")
 
 
 async def test_landing_page_lists_instances(client):

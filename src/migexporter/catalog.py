@@ -16,7 +16,7 @@ class Scope(enum.Enum):
     GPU = "physical GPU"
     GPU_INSTANCE = "GPU instance"
     COMPUTE_INSTANCE = "compute instance"
-    XID = "XID event"
+    EVENT = "driver event"
     EXPORTER = "exporter"
 
 
@@ -38,7 +38,7 @@ SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
         "compute_instance_id",
         "profile",
     ),
-    Scope.XID: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id", "xid"),
+    Scope.EVENT: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id"),
     Scope.EXPORTER: (),
 }
 
@@ -326,21 +326,44 @@ CI_TENSOR_ACTIVE = Metric(
     dcgm_field=1004,
 )
 
-# --- events -------------------------------------------------------------------------------------
+# --- events: counted one per driver event, never reset while the exporter runs ------------------
 XID_ERRORS = Metric(
     "nvidia_gpu_xid_errors_total",
     C,
-    Scope.XID,
+    Scope.EVENT,
     "XID errors reported by the driver, one per event. Instance ids are empty when the driver "
-    "did not attribute the event to a MIG instance.",
+    "did not attribute the event to a MIG instance. Page-severity XIDs start at 0 on every GPU.",
+    extra_labels=("xid",),
     dcgm_field=230,
 )
 XID_LAST = Metric(
     "nvidia_gpu_xid_last_seconds",
     G,
-    Scope.XID,
+    Scope.EVENT,
     "Unix time of the latest XID event of the series.",
     "seconds",
+    extra_labels=("xid",),
+)
+ECC_EVENTS = Metric(
+    "nvidia_gpu_ecc_error_events_total",
+    C,
+    Scope.EVENT,
+    "ECC error events from the driver: single-bit (corrected) or double-bit (uncorrected).",
+    extra_labels=("error_type",),
+)
+UNAVAILABLE_EVENTS = Metric(
+    "nvidia_gpu_unavailable_events_total",
+    C,
+    Scope.EVENT,
+    "GPU-unavailable events from the driver (the GPU became inaccessible).",
+)
+RECOVERY_ACTION_EVENTS = Metric(
+    "nvidia_gpu_recovery_action_events_total",
+    C,
+    Scope.EVENT,
+    "Recovery-action events from the driver, by the action it asked for (gpu_reset, "
+    "node_reboot, drain_and_reset, ...; unknown when the GPU could not be asked).",
+    extra_labels=("action",),
 )
 
 # --- the exporter itself ------------------------------------------------------------------------
@@ -381,6 +404,14 @@ FIELD_SUPPORTED = Metric(
     "(not supported, or not watchable together with the others), and its series are absent.",
     extra_labels=("gpu_uuid", "field"),
 )
+XID_INFO = Metric(
+    "migexporter_xid_info",
+    I,
+    Scope.EXPORTER,
+    "The XID catalog: NVIDIA's mnemonic, description and immediate action, and our severity "
+    "(page, ticket, info), for joining on the xid label; value is always 1.",
+    extra_labels=("xid", "mnemonic", "description", "action", "severity"),
+)
 LAST_COLLECT = Metric(
     "migexporter_last_collect_timestamp_seconds",
     G,
@@ -414,15 +445,18 @@ def markdown_table() -> str:
 
 
 def update_readme(path: str) -> bool:
-    """Rewrite the table between the README's metric markers; True when it changed."""
+    """Rewrite the metric and XID tables between the README's markers; True when changed."""
     from pathlib import Path  # noqa: PLC0415  (only the docs build needs it)
 
+    from migexporter import xids  # noqa: PLC0415
+
     readme = Path(path)
-    text = readme.read_text(encoding="utf-8")
-    start, end = "<!-- metrics:start -->\n", "<!-- metrics:end -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    updated = head + start + markdown_table() + end + tail
+    text = updated = readme.read_text(encoding="utf-8")
+    for name, table in (("metrics", markdown_table()), ("xids", xids.markdown_table())):
+        start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+        head, rest = updated.split(start, 1)
+        _, tail = rest.split(end, 1)
+        updated = head + start + table + end + tail
     readme.write_text(updated, encoding="utf-8")
     return updated != text
 

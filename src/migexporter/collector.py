@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
+from migexporter import catalog, xids
 from migexporter.backends.base import (
+    ECC_ERROR_TYPES,
     BackendUnavailableError,
     DeviceEvent,
     EventKind,
@@ -28,10 +30,10 @@ from migexporter.backends.base import (
 )
 from migexporter.exposition import (
     BuildInfo,
+    EventCount,
+    EventKey,
     Exposition,
     Snapshot,
-    XidCount,
-    XidKey,
     render,
 )
 from migexporter.topology import Gpu, Topology, diff
@@ -46,6 +48,12 @@ _T = TypeVar("_T")
 
 RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
 EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
+# Series every GPU shows at 0 before their first event, so that the first one is an increase.
+ZERO_SERIES: tuple[tuple[catalog.Metric, str], ...] = (
+    *((catalog.XID_ERRORS, str(code)) for code in xids.PAGE_XIDS),
+    (catalog.ECC_EVENTS, "uncorrected"),
+    (catalog.UNAVAILABLE_EVENTS, ""),
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class RecordedEvent:
 
 
 class Collector:
-    """Owns the backend, the latest topology and samples, the XID counters and the exposition.
+    """Owns the backend, the latest topology and samples, the event counters and the exposition.
 
     Args:
         backend: where topology, samples and events come from.
@@ -91,7 +99,7 @@ class Collector:
         self._first_cycle_done = False
         self._samples: dict[str, GpuSample] = {}
         self._errors: collections.Counter[str] = collections.Counter()
-        self._xid: dict[XidKey, XidCount] = {}
+        self._counts: dict[EventKey, EventCount] = {}
         self._collect_duration: float | None = None
         self._last_collect: float | None = None
         self.exposition: Exposition = render(self._snapshot())
@@ -280,18 +288,20 @@ class Collector:
         for event in events:
             if event.kind is EventKind.MIG_CONFIG_CHANGE:
                 self._refresh_now.set()
-            elif event.kind is EventKind.XID and event.xid is not None:
-                self._count_xid(event)
+            else:
+                self._count(event)
         self._render_soon()
 
-    def _count_xid(self, event: DeviceEvent) -> None:
+    def _count(self, event: DeviceEvent) -> None:
+        """One more on the event's series, and a line in /api/events."""
+        metric, detail = _series(event)
         gpu = self.topology.gpu(event.gpu_uuid)
-        key = XidKey(
-            event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, event.xid or 0
+        key = EventKey(
+            metric, event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, detail
         )
-        seen = self._xid.get(key)
+        seen = self._counts.get(key)
         index = seen.gpu if seen else (str(gpu.index) if gpu else "")
-        self._xid[key] = XidCount(index, (seen.count if seen else 0) + 1, event.time)
+        self._counts[key] = EventCount(index, (seen.count if seen else 0) + 1, event.time)
         gi = (
             gpu.gpu_instance(event.gpu_instance_id)
             if gpu and event.gpu_instance_id is not None
@@ -313,8 +323,17 @@ class Collector:
             collect_duration=self._collect_duration,
             last_collect=self._last_collect,
             errors=dict(self._errors),
-            xid=dict(self._xid),
+            events=self._event_counts(),
         )
+
+    def _event_counts(self) -> dict[EventKey, EventCount]:
+        """Every counted series, plus the zero series of GPUs that have not had those events."""
+        counts = dict(self._counts)
+        for gpu in self.topology.gpus:
+            for metric, detail in ZERO_SERIES:
+                key = EventKey(metric, gpu.uuid, None, None, detail)
+                counts.setdefault(key, EventCount(str(gpu.index), 0, None))
+        return counts
 
     def _render_soon(self) -> None:
         """Ask for a render; bursts of requests coalesce into one render at a time."""
@@ -328,3 +347,14 @@ class Collector:
             self._dirty = False
             snapshot = self._snapshot()  # taken on the loop: consistent with the counters
             self.exposition = await asyncio.to_thread(render, snapshot)
+
+
+def _series(event: DeviceEvent) -> tuple[catalog.Metric, str]:
+    """The family an event is counted in, and the value of that family's extra label."""
+    if event.kind is EventKind.XID:
+        return catalog.XID_ERRORS, str(event.xid)
+    if event.kind in ECC_ERROR_TYPES:
+        return catalog.ECC_EVENTS, ECC_ERROR_TYPES[event.kind]
+    if event.kind is EventKind.GPU_UNAVAILABLE:
+        return catalog.UNAVAILABLE_EVENTS, ""
+    return catalog.RECOVERY_ACTION_EVENTS, event.recovery_action or "unknown"

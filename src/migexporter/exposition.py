@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from migexporter import catalog
+from migexporter import catalog, xids
 from migexporter.catalog import Kind, Metric
 
 if TYPE_CHECKING:
@@ -27,22 +27,23 @@ OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
 
 
 @dataclass(frozen=True)
-class XidKey:
-    """One XID series: where it happened and which XID."""
+class EventKey:
+    """One event series: its family, where it happened, and the family's extra label value."""
 
+    metric: Metric  # an event family of the catalog (Scope.EVENT)
     gpu_uuid: str
     gpu_instance_id: int | None
     compute_instance_id: int | None
-    xid: int
+    detail: str = ""  # the XID, ECC error type or recovery action; "" for families without one
 
 
 @dataclass(frozen=True)
-class XidCount:
-    """How often an XID series fired and when it last did."""
+class EventCount:
+    """How often an event series fired and when it last did."""
 
     gpu: str  # the GPU's index when the first event came
     count: int
-    last_seconds: float
+    last_seconds: float | None  # None for a series shown at 0 before its first event
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one exposition shows; the collector makes one per cycle and per XID event."""
+    """Everything one exposition shows; the collector makes one per cycle and per event batch."""
 
     build: BuildInfo
     backend: str
@@ -67,7 +68,7 @@ class Snapshot:
     collect_duration: float | None = None
     last_collect: float | None = None
     errors: Mapping[str, int] = field(default_factory=dict)  # by GPU uuid; "" backend-wide
-    xid: Mapping[XidKey, XidCount] = field(default_factory=dict)
+    events: Mapping[EventKey, EventCount] = field(default_factory=dict)
 
     def collect(self) -> Iterator[Family]:
         """prometheus_client's Collector protocol: yield every family, catalog order."""
@@ -134,10 +135,14 @@ def families(snapshot: Snapshot) -> list[Family]:
         out.add(catalog.LAST_COLLECT, (backend,), snapshot.last_collect)
     for uuid, count in sorted(snapshot.errors.items()):
         out.add(catalog.COLLECT_ERRORS, (backend, uuid), count)
-    for key, seen in sorted(snapshot.xid.items(), key=lambda item: _xid_labels(*item)):
-        labels = _xid_labels(key, seen)
-        out.add(catalog.XID_ERRORS, labels, seen.count)
-        out.add(catalog.XID_LAST, labels, seen.last_seconds)
+    for code, row in sorted(xids.CATALOG.items()):
+        row_labels = (str(code), row.mnemonic, row.description, row.action, row.severity.value)
+        out.add(catalog.XID_INFO, row_labels, 1)
+    for key, seen in sorted(snapshot.events.items(), key=_event_order):
+        event_labels = _event_labels(key, seen)
+        out.add(key.metric, event_labels, seen.count)
+        if key.metric is catalog.XID_ERRORS and seen.last_seconds is not None:
+            out.add(catalog.XID_LAST, event_labels, seen.last_seconds)
     if snapshot.backend_up:
         for gpu in snapshot.topology.gpus:
             _add_gpu(out, snapshot, gpu)
@@ -193,14 +198,14 @@ def _text(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-def _xid_labels(key: XidKey, seen: XidCount) -> tuple[str, ...]:
-    return (
-        seen.gpu,
-        key.gpu_uuid,
-        _text(key.gpu_instance_id),
-        _text(key.compute_instance_id),
-        str(key.xid),
-    )
+def _event_labels(key: EventKey, seen: EventCount) -> tuple[str, ...]:
+    where = (seen.gpu, key.gpu_uuid, _text(key.gpu_instance_id), _text(key.compute_instance_id))
+    return (*where, key.detail) if key.metric.extra_labels else where
+
+
+def _event_order(item: tuple[EventKey, EventCount]) -> tuple[str, tuple[str, ...]]:
+    key, seen = item
+    return key.metric.name, _event_labels(key, seen)
 
 
 @dataclass(frozen=True)

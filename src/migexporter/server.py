@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from migexporter import catalog
+from migexporter import catalog, xids
+from migexporter.backends.base import ECC_ERROR_TYPES
 from migexporter.exposition import OPENMETRICS
 
 if TYPE_CHECKING:
-    from migexporter.backends.base import GpuSample
+    from migexporter.backends.base import DeviceEvent, GpuSample
     from migexporter.collector import Collector, RecordedEvent
     from migexporter.topology import Gpu
 
@@ -95,6 +96,20 @@ def _event_json(recorded: RecordedEvent) -> dict[str, object]:
         "mig_uuid": recorded.mig_uuid,
         "profile": recorded.profile,
         "xid": event.xid,
+        **_xid_json(event),
+        "error_type": ECC_ERROR_TYPES.get(event.kind),
+        "recovery_action": event.recovery_action,
+    }
+
+
+def _xid_json(event: DeviceEvent) -> dict[str, str | None]:
+    """What the XID catalog says of an XID event; None for other events."""
+    row = xids.describe(event.xid) if event.xid is not None else None
+    return {
+        "mnemonic": row.mnemonic if row else None,
+        "description": row.description if row else None,
+        "action": row.action if row else None,
+        "severity": row.severity.value if row else None,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +25,9 @@ PROMETHEUS_ACCEPT = (  # what Prometheus 2.x sends
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 EVENT_TIMEOUT_S = 10.0
+STORM = 10_000
+STORM_SCRAPES_MAX = 100_000
+RECENT_EVENTS = 1000  # what /api/events keeps
 FAULT_TIMEOUT_S = 15.0  # a sampling cycle, or a topology refresh where the GPU must be found again
 
 
@@ -123,12 +127,61 @@ def test_unattributed_xid_has_empty_instance_labels(exporter: Service) -> None:
         lambda: [
             s.labels
             for s in samples(exporter, "nvidia_gpu_xid_errors_total")
-            if s.labels["xid"] == "79" and s.labels["gpu"] == "0"
+            if s.labels["xid"] == "79" and s.labels["gpu"] == "0" and s.value > 0
         ],
         EVENT_TIMEOUT_S,
-        what="nvidia_gpu_xid_errors_total{gpu='0', xid='79'}",
+        what="nvidia_gpu_xid_errors_total{gpu='0', xid='79'} > 0",
     )
     assert [(s["gpu_instance_id"], s["compute_instance_id"]) for s in found] == [("", "")]
+
+
+def xid_count(exporter: Service, gpu: str, xid: str, gi: str = "", ci: str = "") -> float:
+    """One XID series' value in a fresh scrape; 0 when it does not exist yet."""
+    wanted = {"gpu": gpu, "xid": xid, "gpu_instance_id": gi, "compute_instance_id": ci}
+    found = [
+        s.value
+        for s in samples(exporter, "nvidia_gpu_xid_errors_total")
+        if {k: s.labels[k] for k in wanted} == wanted
+    ]
+    return found[0] if found else 0.0
+
+
+def test_an_xid_storm_is_counted_exactly_while_scrapes_go_on(exporter: Service) -> None:
+    """10,000 XIDs in one injection: exactly 10,000 counted, every scrape answered meanwhile,
+    and /api/events stays bounded at its 1,000 newest."""
+    before = xid_count(exporter, "1", "13", "3", "0")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        for _ in range(STORM_SCRAPES_MAX):  # bounded, even if the test fails to stop it
+            if stop.is_set():
+                return
+            statuses.append(exporter.get("/metrics").status)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        body = {"gpu": 1, "gpu_instance_id": 3, "compute_instance_id": 0, "xid": 13}
+        reply = exporter.post("/api/sim/xid", {**body, "count": STORM})
+        assert 200 <= reply.status < 300, reply.body[:500]
+        wait_for(
+            lambda: xid_count(exporter, "1", "13", "3", "0"),
+            EVENT_TIMEOUT_S,
+            until=lambda n: n >= before + STORM,
+            what=f"{STORM} more XID 13 on GPU 1 GI 3 CI 0",
+        )
+    finally:
+        stop.set()
+        scraper.join(EVENT_TIMEOUT_S)
+    assert xid_count(exporter, "1", "13", "3", "0") == before + STORM  # not one more
+    assert statuses
+    assert set(statuses) == {200}
+    events = exporter.get("/api/events").json()
+    assert len(events) == RECENT_EVENTS
+    assert {(e["xid"], e["gpu_instance_id"], e["action"]) for e in events} == {
+        (13, 3, "RESTART_APP")
+    }
 
 
 def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -> None:

@@ -64,6 +64,10 @@ class EventKind(enum.Enum):
     RECOVERY_ACTION = "recovery_action"
 
 
+# The error_type label of ECC events: single-bit errors are corrected, double-bit ones are not.
+ECC_ERROR_TYPES = {EventKind.ECC_SINGLE_BIT: "corrected", EventKind.ECC_DOUBLE_BIT: "uncorrected"}
+
+
 @dataclass(frozen=True)
 class DeviceEvent:
     """One event from the driver; instance ids are None when it was not attributed."""
@@ -74,6 +78,7 @@ class DeviceEvent:
     xid: int | None = None
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
+    recovery_action: str | None = None  # RECOVERY_ACTION events: what the driver asks for
 
 
 class Backend(Protocol):

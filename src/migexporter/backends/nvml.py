@@ -56,6 +56,7 @@ _EVENT_KINDS = (
     ("nvmlEventTypeGpuUnavailableError", EventKind.GPU_UNAVAILABLE),
     ("nvmlEventTypeGpuRecoveryAction", EventKind.RECOVERY_ACTION),
 )
+_RECOVERY_PREFIX = "NVML_GPU_RECOVERY_ACTION_"  # NONE, GPU_RESET, NODE_REBOOT, ... in pynvml
 _GPM_SCOPES = {
     "gpu": catalog.Scope.GPU,
     "gpu_instance": catalog.Scope.GPU_INSTANCE,
@@ -493,7 +494,28 @@ class NvmlBackend:
             xid=int(data.eventData) if kind is EventKind.XID else None,
             gpu_instance_id=gi,
             compute_instance_id=ci if gi is not None else None,
+            recovery_action=(
+                self._recovery_action(data.device) if kind is EventKind.RECOVERY_ACTION else None
+            ),
         )
+
+    def _recovery_action(self, device: Any) -> str:
+        """What the driver asks for now; the event itself carries no data (eventData is 0)."""
+        n = self._nvml
+        try:
+            [value] = n.nvmlDeviceGetFieldValues(device, [n.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION])
+        except (n.NVMLError, AttributeError) as error:  # a lost GPU, or bindings without it
+            log.debug("recovery action unreadable: %s", error)
+            return "unknown"
+        if value.nvmlReturn != n.NVML_SUCCESS:
+            return "unknown"
+        code = int(value.value.uiVal)
+        names = {
+            getattr(n, name): name.removeprefix(_RECOVERY_PREFIX).lower()
+            for name in dir(n)
+            if name.startswith(_RECOVERY_PREFIX)
+        }
+        return names.get(code, str(code))
 
 
 def _memory_info(n: Any, handle: Any) -> Any:
