@@ -114,6 +114,29 @@ def test_events_carry_instance_ids_and_arrive_after_discovery():
     assert backend.wait_events(0.05) == []
 
 
+def test_events_beside_xid_name_what_they_are():
+    """ECC events by kind; a recovery-action event names the action the driver asks for;
+    a GPU off the bus raises XID 79 and an unavailable event, whose action cannot be read."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    fleet.inject_ecc(0, uncorrected=True)
+    fleet.inject_ecc(0)
+    fleet.inject_recovery_action(1, "drain_and_reset")
+    fleet.fault(2, "fall_off_bus")
+    fleet.inject_recovery_action(2, "node_reboot")
+    events = [(e.gpu_uuid, e.kind, e.xid, e.recovery_action) for e in backend.wait_events(0.5)]
+    assert events == [
+        (gpus[0].uuid, EventKind.ECC_DOUBLE_BIT, None, None),
+        (gpus[0].uuid, EventKind.ECC_SINGLE_BIT, None, None),
+        (gpus[1].uuid, EventKind.RECOVERY_ACTION, None, "drain_and_reset"),
+        (gpus[2].uuid, EventKind.XID, 79, None),
+        (gpus[2].uuid, EventKind.GPU_UNAVAILABLE, None, None),
+        (gpus[2].uuid, EventKind.RECOVERY_ACTION, None, "unknown"),  # the GPU is lost
+    ]
+    backend.close()
+
+
 def test_reconfiguration_raises_a_mig_event_and_changes_discovery():
     """Reconfiguring through the fake library is seen as an event and by re-discovery."""
     fleet = Fleet.default()

@@ -56,6 +56,53 @@ async def test_an_injected_xid_reaches_nvml_event_sets(client, fleet):
         assert (data.eventData, data.gpuInstanceId, data.computeInstanceId) == (48, 2, 0)
 
 
+async def test_injected_ecc_errors_are_counted_and_raised_as_events(client, fleet):
+    """POST /api/sim/ecc counts errors and raises one event per error, of the right kind."""
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    event_set = nv.nvmlEventSetCreate()
+    single, double = pynvml.nvmlEventTypeSingleBitEccError, pynvml.nvmlEventTypeDoubleBitEccError
+    device = nv.nvmlDeviceGetHandleByIndex(2)
+    nv.nvmlDeviceRegisterEvents(device, single | double, event_set)
+    status, result = await post(client, "/api/sim/ecc", {"gpu": 2})
+    assert status == 200
+    assert (result["gpu_uuid"], result["uncorrected"], result["count"]) == (
+        fleet.gpus[2].uuid,
+        False,
+        1,
+    )
+    status, result = await post(client, "/api/sim/ecc", {"gpu": 2, "uncorrected": True, "count": 3})
+    assert status == 200
+    assert (result["uncorrected"], result["count"], result["aggregate_total"]) == (True, 3, 3)
+    kinds = [nv.nvmlEventSetWait_v2(event_set, 0).eventType for _ in range(4)]
+    assert kinds == [single, double, double, double]
+    uncorrected = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+    assert nv.nvmlDeviceGetTotalEccErrors(device, uncorrected, pynvml.NVML_VOLATILE_ECC) == 3
+
+
+async def test_an_injected_recovery_action_is_an_event_and_a_field_value(client, fleet):
+    """POST /api/sim/recovery sets the GPU's recovery action and raises its event."""
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    event_set = nv.nvmlEventSetCreate()
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    nv.nvmlDeviceRegisterEvents(device, pynvml.nvmlEventTypeGpuRecoveryAction, event_set)
+    status, result = await post(client, "/api/sim/recovery", {"gpu": 0, "action": "node_reboot"})
+    assert status == 200
+    assert result == {
+        "gpu": 0,
+        "gpu_uuid": fleet.gpus[0].uuid,
+        "recovery_action": "node_reboot",
+        "value": pynvml.NVML_GPU_RECOVERY_ACTION_NODE_REBOOT,
+    }
+    data = nv.nvmlEventSetWait_v2(event_set, 0)
+    assert (data.eventType, data.eventData) == (pynvml.nvmlEventTypeGpuRecoveryAction, 0)
+    (value,) = nv.nvmlDeviceGetFieldValues(device, [pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION])
+    assert value.value.uiVal == pynvml.NVML_GPU_RECOVERY_ACTION_NODE_REBOOT
+    response = await client.get("/api/sim/fleet")
+    assert (await response.json())["gpus"][0]["recovery_action"] == "node_reboot"
+
+
 async def test_a_mig_layout_is_applied(client, fleet):
     """POST /api/sim/mig replaces the layout and returns the new one."""
     status, result = await post(client, "/api/sim/mig", {"gpu": 0, "profiles": ["3g.40gb"] * 2})
@@ -105,6 +152,28 @@ async def test_faults_are_applied_and_reported(client, fleet):
         ("/api/sim/mig", {"gpu": -1, "profiles": []}, "no GPU -1"),
         ("/api/sim/fault", {"gpu": 0, "kind": "explode"}, "kind must be fall_off_bus or hang"),
         ("/api/sim/fault", {"gpu": 0}, "missing key 'kind'"),
+        ("/api/sim/ecc", "{", "the body is not valid JSON"),
+        ("/api/sim/ecc", {}, "missing key 'gpu'"),
+        ("/api/sim/ecc", {"gpu": "0"}, 'gpu must be an integer GPU index, not "0"'),
+        ("/api/sim/ecc", {"gpu": 9}, "no GPU 9; the fleet has GPUs 0 to 2"),
+        ("/api/sim/ecc", {"gpu": 0, "uncorrected": "yes"}, "uncorrected must be true or false"),
+        ("/api/sim/ecc", {"gpu": 0, "uncorrected": 1}, "uncorrected must be true or false, not 1"),
+        ("/api/sim/ecc", {"gpu": 0, "uncorrected": None}, "uncorrected must be true or false"),
+        ("/api/sim/ecc", {"gpu": 0, "count": 0}, "count must be an integer from 1 to 100000"),
+        ("/api/sim/ecc", {"gpu": 0, "count": 100_001}, "count must be an integer from 1"),
+        ("/api/sim/ecc", {"gpu": 0, "count": True}, "count must be an integer from 1"),
+        ("/api/sim/ecc", {"gpu": 0, "count": 2.0}, "count must be an integer from 1"),
+        ("/api/sim/ecc", {"gpu": 0, "errors": 2}, "unknown key 'errors' (valid: gpu, "),
+        ("/api/sim/recovery", {"gpu": 0}, "missing key 'action'"),
+        ("/api/sim/recovery", {"action": "gpu_reset"}, "missing key 'gpu'"),
+        ("/api/sim/recovery", {"gpu": 9, "action": "gpu_reset"}, "no GPU 9"),
+        ("/api/sim/recovery", {"gpu": None, "action": "gpu_reset"}, "gpu must be an integer"),
+        ("/api/sim/recovery", {"gpu": 0, "action": "reboot"}, "action must be none or gpu_reset"),
+        ("/api/sim/recovery", {"gpu": 0, "action": "GPU_RESET"}, "or system_reboot, not"),
+        ("/api/sim/recovery", {"gpu": 0, "action": 1}, "action must be none or gpu_reset"),
+        ("/api/sim/recovery", {"gpu": 0, "action": None}, "action must be none or gpu_reset"),
+        ("/api/sim/recovery", {"gpu": 0, "action": ["none"]}, "action must be none or"),
+        ("/api/sim/recovery", {"gpu": 0, "action": "none", "x": 1}, "unknown key 'x'"),
     ],
 )
 async def test_malformed_requests_are_a_400_with_one_line(client, path, body, complaint):
@@ -120,4 +189,6 @@ async def test_unknown_paths_and_methods_are_aiohttps_404_and_405(client):
     """Routing errors come from aiohttp itself."""
     assert (await client.get("/api/sim/nothing")).status == 404
     assert (await client.get("/api/sim/xid")).status == 405
+    assert (await client.get("/api/sim/ecc")).status == 405
+    assert (await client.get("/api/sim/recovery")).status == 405
     assert (await client.post("/api/sim/fleet")).status == 405

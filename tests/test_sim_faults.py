@@ -49,6 +49,27 @@ def test_falling_off_the_bus_raises_xid_79(nv, fleet):
     assert nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(1))  # not the lost one
 
 
+def test_falling_off_the_bus_also_reports_the_gpu_unavailable(nv, fleet):
+    """XID 79 and nvmlEventTypeGpuUnavailableError are both delivered, then calls fail."""
+    xid = pynvml.nvmlEventTypeXidCriticalError
+    unavailable = pynvml.nvmlEventTypeGpuUnavailableError
+    device = nv.nvmlDeviceGetHandleByIndex(1)
+    both, only_unavailable = nv.nvmlEventSetCreate(), nv.nvmlEventSetCreate()
+    nv.nvmlDeviceRegisterEvents(device, xid | unavailable, both)
+    nv.nvmlDeviceRegisterEvents(device, unavailable, only_unavailable)
+    fleet.fault(1, "fall_off_bus")
+    first, second = (nv.nvmlEventSetWait_v2(both, 1000) for _ in range(2))
+    assert [(d.eventType, d.eventData) for d in (first, second)] == [(xid, 79), (unavailable, 0)]
+    assert (second.gpuInstanceId, second.computeInstanceId) == (0xFFFFFFFF, 0xFFFFFFFF)
+    data = nv.nvmlEventSetWait_v2(only_unavailable, 1000)
+    assert data.eventType == unavailable
+    for event_set in (both, only_unavailable):
+        with pytest.raises(pynvml.NVMLError_Timeout):
+            nv.nvmlEventSetWait_v2(event_set, 0)
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        nv.nvmlDeviceGetUUID(data.device)
+
+
 def test_recovering_restores_the_same_handles(nv, fleet):
     """After recover, handles taken before the fault work again."""
     device = nv.nvmlDeviceGetHandleByIndex(0)

@@ -59,6 +59,7 @@ REQUIRED = [
     "nvmlDeviceGetTotalEccErrors",
     "nvmlDeviceGetRemappedRows",
     "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetFieldValues",
     "nvmlDeviceGetSupportedEventTypes",
     "nvmlEventSetCreate",
     "nvmlDeviceRegisterEvents",

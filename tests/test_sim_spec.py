@@ -140,6 +140,23 @@ def test_an_empty_file_is_the_default_fleet_with_no_steps(tmp_path):
         ("steps: [{at: 1, mig: {gpu: 2, profiles: [7g.80gb, 1g.10gb]}}]", "Insufficient"),
         ("steps: [{at: 1, fault: {gpu: 0, kind: melt}}]", "steps[0].fault.kind: 'melt' is not"),
         ("steps: [{at: 1, fault: [0]}]", "steps[0].fault: expected a mapping"),
+        ("steps: [{at: 1, ecc: {count: 2}}]", "steps[0].ecc: missing key 'gpu'"),
+        ("steps: [{at: 1, ecc: {gpu: 5}}]", "steps[0].ecc.gpu: 5 is not a GPU index"),
+        ("steps: [{at: 1, ecc: {gpu: 0, count: 0}}]", "steps[0].ecc.count: must be between"),
+        ("steps: [{at: 1, ecc: {gpu: 0, count: two}}]", "steps[0].ecc.count: expected an int"),
+        ("steps: [{at: 1, ecc: {gpu: 0, uncorrected: 1}}]", "steps[0].ecc.uncorrected: expected"),
+        ("steps: [{at: 1, ecc: {gpu: 0, xid: 48}}]", "steps[0].ecc: unknown key 'xid'"),
+        ("steps: [{at: 1, recovery: {gpu: 0}}]", "steps[0].recovery: missing key 'action'"),
+        (
+            "steps: [{at: 1, recovery: {gpu: 0, action: reboot}}]",
+            "steps[0].recovery.action: unknown recovery action 'reboot'; valid: none, gpu_reset",
+        ),
+        ("steps: [{at: 1, recovery: {gpu: 0, action: 99}}]", "unknown recovery action 99"),
+        ("steps: [{at: 1, recovery: {gpu: 0, action: yes}}]", "unknown recovery action True"),
+        (
+            "steps: [{at: 1, ecc: {gpu: 0}, recovery: {gpu: 0, action: none}}]",
+            "steps[0]: give exactly one of xid, mig, fault, ecc, recovery",
+        ),
         ("fleet: [unclosed", "not valid YAML at line 1"),
     ],
 )
@@ -221,3 +238,40 @@ async def test_repeating_steps_repeat_on_the_scenarios_clock(tmp_path):
             break
         delivered += 1
     assert delivered == 5  # at 0, 0.25, 0.5, 0.75 and 1.0
+
+
+async def test_ecc_and_recovery_steps_load_and_play(tmp_path):
+    """The ecc and recovery verbs load with their defaults and act through the fleet."""
+    path = tmp_path / "events.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        fleet: h100-80gb,h100-80gb
+        steps:
+          - {at: 0, ecc: {gpu: 0}}
+          - {at: 0.01, ecc: {gpu: 1, uncorrected: true, count: 2}}
+          - {at: 0.02, recovery: {gpu: 1, action: drain_p2p}}
+          - {at: 0.03, recovery: {gpu: 0, action: 2}}
+        """)
+    )
+    scenario = load_scenario(path)
+    assert [(s.verb, s.args) for s in scenario.steps] == [
+        ("ecc", {"gpu": 0}),
+        ("ecc", {"gpu": 1, "uncorrected": True, "count": 2}),
+        ("recovery", {"gpu": 1, "action": "drain_p2p"}),
+        ("recovery", {"gpu": 0, "action": 2}),
+    ]
+    fleet = scenario.build_fleet()
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    event_set = nv.nvmlEventSetCreate()
+    mask = pynvml.nvmlEventTypeDoubleBitEccError | pynvml.nvmlEventTypeGpuRecoveryAction
+    nv.nvmlDeviceRegisterEvents(nv.nvmlDeviceGetHandleByIndex(1), mask, event_set)
+    await asyncio.wait_for(run_scenario(scenario, fleet), timeout=5)
+    kinds = [nv.nvmlEventSetWait_v2(event_set, 0).eventType for _ in range(3)]
+    assert kinds == [
+        pynvml.nvmlEventTypeDoubleBitEccError,
+        pynvml.nvmlEventTypeDoubleBitEccError,
+        pynvml.nvmlEventTypeGpuRecoveryAction,
+    ]
+    assert [gpu.ecc for gpu in fleet.gpus] == [{(0, 0): 1, (0, 1): 1}, {(1, 0): 2, (1, 1): 2}]
+    assert [g["recovery_action"] for g in fleet.describe()["gpus"]] == ["node_reboot", "drain_p2p"]

@@ -1,4 +1,4 @@
-"""Child processes for the hardware tests: the exporter on real NVML, and the torch load helpers.
+"""Child processes for the hardware tests: the exporter on real NVML, the load helpers, XID faults.
 
 Kept apart from ``tests/integration`` on purpose: these tests run on a GPU machine's own Python
 (no virtualenv, no pytest-asyncio, no install), so they depend on nothing else under ``tests/``.
@@ -7,6 +7,7 @@ Everything is synchronous, and HTTP goes to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -34,6 +35,8 @@ SRC = HERE.parents[1] / "src"
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+XID_ERRORS = "nvidia_gpu_xid_errors_total"
+FAULT_TIMEOUT_S = 60.0  # a cold driver JIT-compiles the PTX and creates the context first
 
 # No proxy, ever: an http_proxy variable must not send loopback requests elsewhere.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -135,6 +138,49 @@ class Exporter:
         assert len(found) <= 1, f"{len(found)} series {name} for {gpu_uuid}"
         return found[0] if found else None
 
+    def get(self, path: str) -> bytes:
+        """The body of GET path (a fresh connection each time)."""
+        with _OPENER.open(self.url + path, timeout=5.0) as reply:
+            body: bytes = reply.read()
+            return body
+
+    def json(self, path: str) -> Any:
+        """GET path, parsed as JSON."""
+        return json.loads(self.get(path))
+
+    def xid_count(self, gpu_uuid: str, xid: int) -> float:
+        """The whole-GPU XID counter (empty instance labels) in a fresh scrape; absent is 0."""
+        # Only the XID lines are parsed: a whole scrape takes milliseconds, too slow to poll.
+        prefix = XID_ERRORS + "{"
+        lines = self.get("/metrics").decode().splitlines()
+        text = "".join(f"{line}\n" for line in lines if line.startswith(prefix))
+        wanted = {"gpu_uuid": gpu_uuid, "gpu_instance_id": "", "compute_instance_id": ""}
+        wanted["xid"] = str(xid)
+        found = [
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if all(s.labels.get(key, "") == value for key, value in wanted.items())
+        ]
+        assert len(found) <= 1, f"{len(found)} series {XID_ERRORS} for {wanted}"
+        return found[0] if found else 0.0
+
+    def wait_for_xid(
+        self, gpu_uuid: str, xid: int, above: float, timeout: float, poll_s: float
+    ) -> tuple[float, float] | None:
+        """Scrape every ``poll_s`` until the XID counter exceeds ``above``.
+
+        Returns (time.time() when that scrape's answer was read, the count it showed), or None
+        after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            count = self.xid_count(gpu_uuid, xid)
+            if count > above:
+                return time.time(), count
+            time.sleep(poll_s)
+        return None
+
     def log_tail(self) -> str:
         """The end of the exporter's output."""
         return _tail(self.log_path)
@@ -231,3 +277,42 @@ class Helper:
         assert self._process.stdin is not None
         self._process.stdin.write(line + "\n")
         self._process.stdin.flush()
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What xid_fault.py reported about the fault it raised."""
+
+    time: float  # time.time() right after cuCtxSynchronize returned the error
+    error: int  # the CUresult: 700, CUDA_ERROR_ILLEGAL_ADDRESS
+    pid: int
+
+
+def start_fault(gpu_uuid: str) -> subprocess.Popen[str]:
+    """Start xid_fault.py on one GPU; it raises XID 31 in its own process and exits."""
+    # As for Helper: CUDA may number GPUs otherwise than NVML, the UUID names the right one.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu_uuid, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "xid_fault.py")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def fault_report(process: subprocess.Popen[str]) -> Fault:
+    """Wait for xid_fault.py; its report, or a test failure when it did not fault as expected."""
+    try:
+        out, err = process.communicate(timeout=FAULT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        pytest.fail(f"xid_fault.py did not finish within {FAULT_TIMEOUT_S:g}s")
+    if process.returncode != 0:
+        pytest.fail(
+            f"xid_fault.py exited with status {process.returncode}\nstdout: {out.strip()}\n"
+            f"stderr: {err.strip() or '<none>'}"
+        )
+    report = json.loads(out)
+    return Fault(float(report["time"]), int(report["error"]), int(report["pid"]))

@@ -188,6 +188,8 @@ def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -
     """A GPU off the bus reports up 0 and no readings while the others keep theirs, then returns."""
     gpus = {str(g["index"]) for g in sim_fleet(exporter)}
     assert {"0", "1", "2"} <= gpus
+    unavailable_before = values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total")["2"]
+    xid79_before = xid_count(exporter, "2", "79")
     reply = exporter.post("/api/sim/fault", {"gpu": 2, "kind": "fall_off_bus"})
     assert 200 <= reply.status < 300, reply.body[:500]
     try:
@@ -201,6 +203,15 @@ def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -
         temperatures = values_by_gpu(exporter, "nvidia_gpu_temperature_celsius")
         assert "2" not in temperatures
         assert {"0", "1"} <= temperatures.keys()
+        # The driver said so too: XID 79 and an unavailable event, each counted once.
+        unavailable = wait_for(
+            lambda: values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total")["2"],
+            EVENT_TIMEOUT_S,
+            until=lambda n: n == unavailable_before + 1,
+            what="one more unavailable event on GPU 2",
+        )
+        assert unavailable == unavailable_before + 1
+        assert xid_count(exporter, "2", "79") == xid79_before + 1
     finally:  # leave the module's exporter healthy for the tests that follow, even on failure
         recovered = exporter.post("/api/sim/fault", {"gpu": 2, "kind": "recover"})
     assert 200 <= recovered.status < 300, recovered.body[:500]
@@ -210,3 +221,43 @@ def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -
         until=lambda up: up.get("2") == 1,
         what="nvidia_gpu_up{gpu='2'} == 1 after recovery",
     )
+
+
+def test_ecc_and_recovery_action_events_are_counted_and_listed(exporter: Service) -> None:
+    """Events beside XID injected through the simulator reach their families and /api/events."""
+    ecc = "nvidia_gpu_ecc_error_events_total"
+    before = {
+        s.labels["error_type"]: s.value for s in samples(exporter, ecc) if s.labels["gpu"] == "0"
+    }
+    for body in ({"gpu": 0, "uncorrected": True, "count": 2}, {"gpu": 0}):
+        reply = exporter.post("/api/sim/ecc", body)
+        assert 200 <= reply.status < 300, reply.body[:500]
+    reply = exporter.post("/api/sim/recovery", {"gpu": 0, "action": "gpu_reset"})
+    assert 200 <= reply.status < 300, reply.body[:500]
+    try:
+        wait_for(
+            lambda: [
+                s.value
+                for s in samples(exporter, "nvidia_gpu_recovery_action_events_total")
+                if s.labels["gpu"] == "0" and s.labels["action"] == "gpu_reset"
+            ],
+            EVENT_TIMEOUT_S,
+            until=lambda found: found == [1.0],
+            what="one gpu_reset recovery event on GPU 0",
+        )
+        after = {
+            s.labels["error_type"]: s.value
+            for s in samples(exporter, ecc)
+            if s.labels["gpu"] == "0"
+        }
+        assert after["uncorrected"] == before.get("uncorrected", 0) + 2
+        assert after["corrected"] == before.get("corrected", 0) + 1
+        newest = exporter.get("/api/events?limit=1").json()[0]
+        assert (newest["kind"], newest["recovery_action"]) == ("recovery_action", "gpu_reset")
+    finally:  # recover resets the driver's recovery action for the tests that follow
+        exporter.post("/api/sim/fault", {"gpu": 0, "kind": "recover"})
+    for bad in ({"gpu": 0, "action": "reboot_everything"}, {"gpu": 0, "uncorrected": "yes"}):
+        path = "/api/sim/recovery" if "action" in bad else "/api/sim/ecc"
+        reply = exporter.post(path, bad)
+        assert reply.status == 400
+        assert len(reply.body.decode().strip().splitlines()) == 1

@@ -56,7 +56,17 @@ _EVENT_KINDS = (
     ("nvmlEventTypeGpuUnavailableError", EventKind.GPU_UNAVAILABLE),
     ("nvmlEventTypeGpuRecoveryAction", EventKind.RECOVERY_ACTION),
 )
-_RECOVERY_PREFIX = "NVML_GPU_RECOVERY_ACTION_"  # NONE, GPU_RESET, NODE_REBOOT, ... in pynvml
+# NVML_GPU_RECOVERY_ACTION_* names; older bindings lack the later ones, which then read as numbers.
+_RECOVERY_ACTIONS = (
+    "NONE",
+    "GPU_RESET",
+    "NODE_REBOOT",
+    "DRAIN_P2P",
+    "DRAIN_AND_RESET",
+    "RECOVER_IMEX_DOMAIN",
+    "BUS_RESET",
+    "SYSTEM_REBOOT",
+)
 _GPM_SCOPES = {
     "gpu": catalog.Scope.GPU,
     "gpu_instance": catalog.Scope.GPU_INSTANCE,
@@ -511,9 +521,8 @@ class NvmlBackend:
             return "unknown"
         code = int(value.value.uiVal)
         names = {
-            getattr(n, name): name.removeprefix(_RECOVERY_PREFIX).lower()
-            for name in dir(n)
-            if name.startswith(_RECOVERY_PREFIX)
+            getattr(n, f"NVML_GPU_RECOVERY_ACTION_{name}", None): name.lower()
+            for name in _RECOVERY_ACTIONS
         }
         return names.get(code, str(code))
 

@@ -103,6 +103,8 @@ class SimGpu:
     ecc: dict[tuple[int, int], int] = field(default_factory=dict)  # (errorType, counter) -> n
     # DCGM lists SM occupancy in a pass of its own: 1003 cannot be watched with 1002 and 1004.
     profiling_multipass: bool = False
+    # What the driver asks an operator to do (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION).
+    recovery_action: int = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
     device: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)
 
     def __post_init__(self) -> None:

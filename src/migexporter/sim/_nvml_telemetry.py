@@ -1,10 +1,11 @@
-"""Fake NVML calls for telemetry: memory, power, thermals, clocks, ECC, events and GPM."""
+"""Fake NVML calls for telemetry: memory, power, thermals, clocks, ECC, fields, events, GPM."""
 
 from __future__ import annotations
 
 import ctypes
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pynvml
 
@@ -12,6 +13,11 @@ from migexporter.sim._events import EventQueue
 from migexporter.sim._model import MIB
 from migexporter.sim._nvml_base import Session, fail
 from migexporter.sim._workload import DRAM, GR, OCCUPANCY, SM, TENSOR, Vector
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from migexporter.sim._model import SimGpu
 
 # GPM metric id -> position in an activity vector. Everything else is "not supported".
 _GPM_METRICS = {
@@ -22,6 +28,14 @@ _GPM_METRICS = {
     pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: DRAM,
 }
 _NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
+# The fields nvmlDeviceGetFieldValues answers: id -> (value type, union member, reader).
+_FIELDS: dict[int, tuple[int, str, Callable[[SimGpu], int]]] = {
+    pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: (
+        pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+        "uiVal",
+        lambda gpu: gpu.recovery_action,
+    ),
+}
 
 
 @dataclass(eq=False)
@@ -133,6 +147,50 @@ class TelemetryCalls(Session):
             utilization.gpu = round(100 * levels[GR])
             utilization.memory = round(100 * levels[DRAM])
             return utilization
+
+    # --- field values: one status per entry ---
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Any) -> Any:
+        """A ``c_nvmlFieldValue_t`` array, one per item of ``fieldIds``, each with its status.
+
+        Items are field ids or ``(fieldId, scopeId)`` pairs, as for pynvml. Only
+        NVML_FI_DEV_GET_GPU_RECOVERY_ACTION is answered (unsigned int, ``value.uiVal``).
+        Every other entry fails on its own while the call succeeds, as on an H100 with driver
+        580.159.04: ids NVML does not know (0, NVML_FI_MAX and above) with
+        NVML_ERROR_INVALID_ARGUMENT and no timestamp, the fields the simulator does not model
+        with NVML_ERROR_NOT_SUPPORTED. The call fails as a whole for an uninitialised
+        library, an empty ``fieldIds``, a bad handle or a lost GPU.
+        """
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
+        self._check_init()  # pynvml looks the function up before it unpacks the ids
+        for position, item in enumerate(fieldIds):  # pynvml's own unpacking, same errors
+            try:
+                (values[position].fieldId, values[position].scopeId) = item
+            except TypeError:
+                values[position].fieldId = item
+        if not values:
+            raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # valuesCount 0, as measured
+        with self._call(handle):
+            gpu, mig = self._device(handle)
+            stamp = int(time.time() * 1_000_000)  # CPU time in microseconds since 1970
+            for value in values:
+                if not 0 < value.fieldId < pynvml.NVML_FI_MAX:
+                    value.nvmlReturn = pynvml.NVML_ERROR_INVALID_ARGUMENT
+                    continue
+                value.timestamp = stamp  # the driver stamps unsupported entries too
+                field = _FIELDS.get(value.fieldId)
+                # nvml.h documents field values for "the device handle of the GPU" and says
+                # nothing of MIG device handles (and the measured GPU was not in MIG mode);
+                # the recovery action belongs to the whole GPU, so a MIG device handle
+                # answers NOT_SUPPORTED per entry: an assumption, not a measurement.
+                if field is None or mig is not None:
+                    value.nvmlReturn = _NOT_SUPPORTED
+                    continue
+                value_type, member, read = field
+                value.valueType = value_type
+                setattr(value.value, member, read(gpu))
+                value.nvmlReturn = pynvml.NVML_SUCCESS
+        return values
 
     # --- events: registered on parent GPUs; waits never block on a hung GPU ---
 

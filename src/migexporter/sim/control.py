@@ -1,4 +1,4 @@
-"""The simulation control API, mounted only with ``--simulate``: XIDs, MIG changes, faults."""
+"""The simulation control API, mounted only with ``--simulate``: driver events, MIG, faults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from migexporter.sim.fleet import FAULTS, MAX_EVENTS
+from migexporter.sim.fleet import FAULTS, MAX_EVENTS, RECOVERY_ACTIONS
 from migexporter.sim.profiles import SimError
 
 if TYPE_CHECKING:
@@ -35,6 +35,11 @@ _PROFILES: Check = (
     lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
 )
 _KIND: Check = (" or ".join(FAULTS), lambda v: v in FAULTS)
+_BOOLEAN: Check = ("true or false", lambda v: isinstance(v, bool))
+_ACTION: Check = (
+    " or ".join(RECOVERY_ACTIONS),
+    lambda v: isinstance(v, str) and v in RECOVERY_ACTIONS,
+)
 
 
 def _error(status: type[web.HTTPError], message: str) -> web.HTTPError:
@@ -77,7 +82,11 @@ async def _run(call: Callable[..., dict[str, Any]], *args: Any) -> web.Response:
 
 
 def add_routes(app: web.Application, fleet: Fleet) -> None:
-    """Register ``/api/sim/fleet``, ``/api/sim/xid``, ``/api/sim/mig`` and ``/api/sim/fault``."""
+    """Register the simulation routes.
+
+    ``GET /api/sim/fleet``; ``POST`` ``/api/sim/xid``, ``/api/sim/ecc``,
+    ``/api/sim/recovery``, ``/api/sim/mig`` and ``/api/sim/fault``.
+    """
 
     async def describe(_: web.Request) -> web.Response:
         return await _run(fleet.describe)
@@ -97,6 +106,16 @@ def add_routes(app: web.Application, fleet: Fleet) -> None:
             body.get("count", 1),
         )
 
+    async def ecc(request: web.Request) -> web.Response:
+        body = await _body(request, {"gpu": _GPU}, {"uncorrected": _BOOLEAN, "count": _COUNT})
+        return await _run(
+            fleet.inject_ecc, body["gpu"], body.get("uncorrected", False), body.get("count", 1)
+        )
+
+    async def recovery(request: web.Request) -> web.Response:
+        body = await _body(request, {"gpu": _GPU, "action": _ACTION}, {})
+        return await _run(fleet.inject_recovery_action, body["gpu"], body["action"])
+
     async def mig(request: web.Request) -> web.Response:
         body = await _body(request, {"gpu": _GPU, "profiles": _PROFILES}, {})
         return await _run(fleet.reconfigure, body["gpu"], body["profiles"])
@@ -108,5 +127,7 @@ def add_routes(app: web.Application, fleet: Fleet) -> None:
 
     app.router.add_get("/api/sim/fleet", describe)
     app.router.add_post("/api/sim/xid", xid)
+    app.router.add_post("/api/sim/ecc", ecc)
+    app.router.add_post("/api/sim/recovery", recovery)
     app.router.add_post("/api/sim/mig", mig)
     app.router.add_post("/api/sim/fault", fault)

@@ -43,11 +43,48 @@ _REASONS = {
     pynvml.NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
     pynvml.NVML_ERROR_NOT_FOUND: "Not Found",
 }
+_RECOVERY_PREFIX = "NVML_GPU_RECOVERY_ACTION_"
+# NVML's GPU recovery actions by operator name, from pynvml's own constants ("gpu_reset": 1),
+# in NVML's order: whatever the installed pynvml defines, nothing hard-coded here.
+RECOVERY_ACTIONS: dict[str, int] = dict(
+    sorted(
+        (
+            (name.removeprefix(_RECOVERY_PREFIX).lower(), value)
+            for name, value in vars(pynvml).items()
+            if name.startswith(_RECOVERY_PREFIX)
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ),
+        key=lambda item: item[1],
+    )
+)
 
 
 def _nvml_error(code: int) -> pynvml.NVMLError:
     """The real pynvml exception class for ``code`` (NVMLError maps it to its subclass)."""
     return pynvml.NVMLError(code)
+
+
+def recovery_action_value(action: object) -> int:
+    """The NVML value of a recovery action given by name (``gpu_reset``) or by value (1).
+
+    Raises SimError, in one line listing the valid names, for anything else.
+    """
+    if isinstance(action, str) and action in RECOVERY_ACTIONS:
+        return RECOVERY_ACTIONS[action]
+    if (
+        isinstance(action, int)
+        and not isinstance(action, bool)
+        and action in RECOVERY_ACTIONS.values()
+    ):
+        return action
+    valid = ", ".join(RECOVERY_ACTIONS)
+    raise SimError(f"unknown recovery action {action!r}; valid: {valid} (or their NVML values)")
+
+
+def recovery_action_name(value: int) -> str:
+    """The operator name of an NVML recovery action value (``gpu_reset`` for 1)."""
+    return next(name for name, known in RECOVERY_ACTIONS.items() if known == value)
 
 
 class Fleet:
@@ -388,26 +425,73 @@ class Fleet:
                 f"(it has: {have})"
             )
 
-    def inject_ecc(self, gpu: int, uncorrected: bool = False, count: int = 1) -> None:
-        """Count ECC errors on a GPU and raise the matching single/double-bit event."""
+    def inject_ecc(self, gpu: int, uncorrected: bool = False, count: int = 1) -> dict[str, Any]:
+        """Count ECC errors on a GPU and raise as many single/double-bit events.
+
+        Corrected errors raise ``nvmlEventTypeSingleBitEccError``, uncorrected ones
+        ``nvmlEventTypeDoubleBitEccError``; both the volatile and the aggregate counters of
+        ``nvmlDeviceGetTotalEccErrors`` grow by ``count``.
+        """
+        if not isinstance(uncorrected, bool):
+            raise SimError(f"uncorrected must be true or false, not {uncorrected!r}")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise SimError(f"count must be an integer, not {count!r}")
+        if not 1 <= count <= MAX_EVENTS:
+            raise SimError(f"count must be between 1 and {MAX_EVENTS}, not {count}")
+        error_type = (
+            pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+            if uncorrected
+            else pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
+        )
+        kind = (
+            pynvml.nvmlEventTypeDoubleBitEccError
+            if uncorrected
+            else pynvml.nvmlEventTypeSingleBitEccError
+        )
         with self.lock:
             sim = self._gpu(gpu)
-            error_type = int(uncorrected)  # NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
             for counter in (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_AGGREGATE_ECC):
                 sim.ecc[error_type, counter] = sim.ecc.get((error_type, counter), 0) + count
-            kind = (
-                pynvml.nvmlEventTypeDoubleBitEccError
-                if uncorrected
-                else pynvml.nvmlEventTypeSingleBitEccError
-            )
             self.publish(Event(sim.index, kind, 0), count)
+            return {
+                "gpu": sim.index,
+                "gpu_uuid": sim.uuid,
+                "uncorrected": uncorrected,
+                "count": count,
+                "volatile_total": sim.ecc[error_type, pynvml.NVML_VOLATILE_ECC],
+                "aggregate_total": sim.ecc[error_type, pynvml.NVML_AGGREGATE_ECC],
+            }
+
+    def inject_recovery_action(self, gpu: int, action: str | int) -> dict[str, Any]:
+        """Make the driver ask for a recovery action on a GPU, and say so with an event.
+
+        ``action`` is a name of RECOVERY_ACTIONS (``gpu_reset``, ``node_reboot``, ...) or its
+        NVML value. ``nvmlDeviceGetFieldValues`` reports it under
+        ``NVML_FI_DEV_GET_GPU_RECOVERY_ACTION`` from now on, and one
+        ``nvmlEventTypeGpuRecoveryAction`` event (eventData 0, no instance) is raised, even when
+        the action does not change. The ``recover`` fault (a reset) sets it back to ``none``.
+        """
+        value = recovery_action_value(action)
+        with self.lock:
+            sim = self._gpu(gpu)
+            sim.recovery_action = value
+            self.publish(Event(sim.index, pynvml.nvmlEventTypeGpuRecoveryAction, 0))
+            return {
+                "gpu": sim.index,
+                "gpu_uuid": sim.uuid,
+                "recovery_action": recovery_action_name(value),
+                "value": value,
+            }
 
     def fault(self, gpu: int | None = None, kind: str = "") -> dict[str, Any]:
         """Make a GPU fall off the bus, hang, or recover with the same handles.
 
         ``profiling_multipass`` makes the host engine list SM occupancy (1003) in a pass of its
         own, so that it cannot be watched with 1002 and 1004; DCGM clients see it when they
-        next read the GPU's metric groups. ``recover`` undoes every GPU fault.
+        next read the GPU's metric groups. ``fall_off_bus`` raises XID 79 and
+        ``nvmlEventTypeGpuUnavailableError`` before the GPU's calls start failing.
+        ``recover`` undoes every GPU fault and, like a GPU reset, sets the recovery action back
+        to ``none`` (silently: no recovery action event).
 
         ``hostengine_down`` stops the node's DCGM host engine and ``hostengine_up`` starts a
         fresh one (a new process: new generation, nothing kept); they ignore ``gpu``.
@@ -427,10 +511,12 @@ class Fleet:
         with self.lock:
             sim = self._gpu(gpu)
             if kind == "fall_off_bus":
+                # The kernel reports XID 79 "GPU has fallen off the bus", and NVML that the
+                # GPU is unavailable; both are queued before the GPU's calls start failing.
+                self.publish(Event(sim.index, pynvml.nvmlEventTypeXidCriticalError, 79))
+                self.publish(Event(sim.index, pynvml.nvmlEventTypeGpuUnavailableError, 0))
                 sim.state = GpuState.LOST
                 sim.not_hung.set()  # blocked callers wake up and see the GPU gone
-                # The kernel reports XID 79 "GPU has fallen off the bus".
-                self.publish(Event(sim.index, pynvml.nvmlEventTypeXidCriticalError, 79))
             elif kind == "hang":
                 sim.not_hung.clear()
                 sim.state = GpuState.HUNG
@@ -440,6 +526,7 @@ class Fleet:
                 sim.state = GpuState.OK
                 sim.not_hung.set()
                 sim.profiling_multipass = False
+                sim.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
             return {"gpu": sim.index, "gpu_uuid": sim.uuid, "state": sim.state.value}
 
     def describe(self) -> dict[str, Any]:
@@ -463,6 +550,7 @@ class Fleet:
                 "model": gpu.model.key,
                 "mig_enabled": gpu.mig_enabled,
                 "state": gpu.state.value,
+                "recovery_action": recovery_action_name(gpu.recovery_action),
                 "gpu_instances": [
                     {
                         "id": gi.id,

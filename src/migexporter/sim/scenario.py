@@ -1,4 +1,4 @@
-"""Scenario files: a fleet and timed operator steps (XIDs, MIG changes, faults), from YAML."""
+"""Scenario files: a fleet and timed operator steps (driver events, MIG, faults), from YAML."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from migexporter.sim._spec import check_fits, parse_fleet, parse_layout
-from migexporter.sim.fleet import FAULTS, MAX_EVENTS, Fleet
+from migexporter.sim.fleet import FAULTS, MAX_EVENTS, Fleet, recovery_action_value
 from migexporter.sim.profiles import SimError
 
 if TYPE_CHECKING:
@@ -34,6 +34,12 @@ _VERBS: dict[str, dict[str, bool]] = {  # verb -> argument -> required
     },
     "mig": {"gpu": True, "profiles": True},
     "fault": {"gpu": True, "kind": True},
+    "ecc": {"gpu": True, "uncorrected": False, "count": False},
+    "recovery": {"gpu": True, "action": True},
+}
+_INTEGERS = {  # verb -> its arguments that must be integers
+    "xid": ("xid", "gpu_instance_id", "compute_instance_id", "count"),
+    "ecc": ("count",),
 }
 
 
@@ -42,7 +48,7 @@ class Step:
     """One operator action at ``at`` seconds after the start, repeated ``every`` seconds."""
 
     at: float
-    verb: str  # "xid", "mig" or "fault"
+    verb: str  # "xid", "mig", "fault", "ecc" or "recovery"
     args: Mapping[str, Any]
     every: float | None = None
 
@@ -81,16 +87,28 @@ def _keys(where: str, data: object, allowed: Mapping[str, bool]) -> Mapping[str,
     return data
 
 
+def _check_events(where: str, verb: str, args: Mapping[str, Any]) -> None:
+    """The arguments of the event verbs (xid, ecc, recovery), beyond the GPU index."""
+    for key in _INTEGERS.get(verb, ()):
+        if key in args and not _is_int(args[key]):
+            raise SimError(f"{where}.{key}: expected an integer, got {args[key]!r}")
+    if not 1 <= args.get("count", 1) <= MAX_EVENTS:
+        raise SimError(f"{where}.count: must be between 1 and {MAX_EVENTS}")
+    if not isinstance(args.get("uncorrected", False), bool):
+        raise SimError(f"{where}.uncorrected: expected true or false, got {args['uncorrected']!r}")
+    if "action" in args:
+        try:
+            recovery_action_value(args["action"])
+        except SimError as error:
+            raise SimError(f"{where}.action: {error}") from None
+
+
 def _check_args(where: str, verb: str, args: Mapping[str, Any], gpus: list[GpuSpec]) -> None:
     gpu = args["gpu"]
     if not _is_int(gpu) or not 0 <= gpu < len(gpus):
         raise SimError(f"{where}.gpu: {gpu!r} is not a GPU index of the fleet (0-{len(gpus) - 1})")
-    if verb == "xid":
-        for key in ("xid", "gpu_instance_id", "compute_instance_id", "count"):
-            if key in args and not _is_int(args[key]):
-                raise SimError(f"{where}.{key}: expected an integer, got {args[key]!r}")
-        if not 1 <= args.get("count", 1) <= MAX_EVENTS:
-            raise SimError(f"{where}.count: must be between 1 and {MAX_EVENTS}")
+    if verb in ("xid", "ecc", "recovery"):
+        _check_events(where, verb, args)
     elif verb == "mig":
         profiles = args["profiles"]
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
@@ -170,6 +188,10 @@ def perform(fleet: Fleet, step: Step) -> dict[str, Any]:
         return fleet.inject_xid(**args)
     if step.verb == "mig":
         return fleet.reconfigure(args["gpu"], args["profiles"])
+    if step.verb == "ecc":
+        return fleet.inject_ecc(args["gpu"], args.get("uncorrected", False), args.get("count", 1))
+    if step.verb == "recovery":
+        return fleet.inject_recovery_action(args["gpu"], args["action"])
     return fleet.fault(args["gpu"], args["kind"])
 
 
