@@ -7,6 +7,8 @@ import shutil
 import subprocess
 
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from migexporter import catalog, xids
@@ -173,6 +175,29 @@ def test_bodies_agree_across_formats_and_encodings():
     assert gzip.decompress(exposition.text_gzip) == exposition.text
     assert gzip.decompress(exposition.openmetrics_gzip) == exposition.openmetrics
     assert exposition.body(openmetrics=True, gzipped=False) is exposition.openmetrics
+
+
+ODD_GPU = Gpu(2, "GPU-2222", 'NVIDIA "odd" \\ name\nline two', "0000:03:00.0", False, 0, ())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"backend_up": False},
+        {
+            "topology": Topology((MIG_GPU, FULL_GPU, ODD_GPU), 'driver "5\\8"'),
+            "samples": {"GPU-0000": _sample(), "GPU-2222": GpuSample()},
+        },
+    ],
+    ids=["fleet", "backend-down", "escaping"],
+)
+def test_render_is_byte_for_byte_what_prometheus_client_writes(changes):
+    """The fast renderer and prometheus-client's generate_latest agree on every byte."""
+    snapshot = _snapshot(**changes)
+    exposition = render(snapshot)
+    assert exposition.text == generate_latest(snapshot)
+    assert exposition.openmetrics == openmetrics.generate_latest(snapshot)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's prometheus package")

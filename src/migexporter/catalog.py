@@ -43,7 +43,7 @@ SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each family is one object: identity hashing is cheap
 class Metric:
     """One metric family.
 

@@ -102,7 +102,7 @@ class Collector:
         self._counts: dict[EventKey, EventCount] = {}
         self._collect_duration: float | None = None
         self._last_collect: float | None = None
-        self.exposition: Exposition = render(self._snapshot())
+        self.exposition: Exposition = render(self.snapshot())
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._in_flight: dict[int, asyncio.Future[object]] = {}
         self._refresh_now = asyncio.Event()
@@ -312,7 +312,8 @@ class Collector:
         )
 
     # --- exposition -----------------------------------------------------------------------------
-    def _snapshot(self) -> Snapshot:
+    def snapshot(self) -> Snapshot:
+        """Everything the exposition shows, now; call it on the event loop, where counts change."""
         return Snapshot(
             build=self._build,
             backend=self.backend.name,
@@ -345,7 +346,7 @@ class Collector:
         self._dirty = True
         while self._dirty:
             self._dirty = False
-            snapshot = self._snapshot()  # taken on the loop: consistent with the counters
+            snapshot = self.snapshot()  # taken on the loop: consistent with the counters
             self.exposition = await asyncio.to_thread(render, snapshot)
 
 

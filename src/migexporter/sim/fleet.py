@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from migexporter.sim.profiles import CiProfile, GiProfile, Placement
 
 MAX_EVENTS = 100_000  # per injection
+ADVANCE_STEP_S = 0.001
 # Structs of destroyed instances kept allocated (see Fleet.retire): enough for days of
 # scenario-driven reconfiguration, bounded so a long demo does not grow without end.
 _RETIRED_KEPT = 100_000
@@ -180,8 +181,15 @@ class Fleet:
         return self._clock() - self._epoch
 
     def advance(self, gpu: SimGpu) -> None:
-        """Bring the GPU's activity integrals up to now."""
-        gpu.advance(self.now())
+        """Bring the GPU's activity integrals up to now, at most once per millisecond.
+
+        One sample reads a GPU a dozen times within a millisecond; integrating each time would
+        make the simulator, not the exporter, what a benchmark measures. Hardware counters
+        also move in steps.
+        """
+        now = self.now()
+        if now - gpu.time >= ADVANCE_STEP_S:
+            gpu.advance(now)
 
     def register(self, struct: object, obj: object, kind: str) -> None:
         """Make handles pointing at ``struct`` resolve to ``obj`` where a ``kind`` is wanted.
