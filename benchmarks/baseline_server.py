@@ -12,14 +12,12 @@ still: no keep-alive and a listen backlog of 5 that drops connects under concurr
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Iterator
-
 import gzip
+import sys
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
 
 from migexporter import sim
 from migexporter.backends.nvml import NvmlBackend
@@ -27,6 +25,11 @@ from migexporter.collector import Collector
 from migexporter.config import parse_duration
 from migexporter.exposition import BuildInfo
 from migexporter.server import start_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.metrics_core import Metric
 
 LOOPBACK = "127.0.0.1"
 
@@ -43,7 +46,8 @@ class _PerRequest:
 
 async def serve(spec: str, port: int, interval: float) -> None:
     fleet = sim.Fleet.from_spec(spec)
-    collector = Collector(NvmlBackend(sim.FakeNvml(fleet)), BuildInfo("baseline"), interval=interval)
+    backend = NvmlBackend(sim.FakeNvml(fleet))
+    collector = Collector(backend, BuildInfo("baseline"), interval=interval)
     await collector.start()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_PerRequest(collector))

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 LOOPBACK = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -107,9 +107,10 @@ def start(name: str, argv: list[str], port: int, log_path: Path, ready_path: str
             raise BenchmarkError(f"{name} exited with status {process.returncode}: {tail}")
         try:
             get(server.url + ready_path, timeout=1.0)
-            return server
         except OSError:
             time.sleep(0.1)
+        else:
+            return server
     server.stop()
     raise BenchmarkError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s")
 

@@ -17,35 +17,47 @@ import json
 import sys
 import time
 import urllib.parse
+from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
 
 
-async def _client(
-    host: str, port: int, request: bytes, left: list[int], latencies: list[float], stats: dict
-) -> None:
+@dataclass
+class _Load:
+    """What all clients of one run share: the request, what is left to send, what came back."""
+
+    host: str
+    port: int
+    request: bytes
+    left: int
+    latencies: list[float] = field(default_factory=list)
+    bytes: int = 0
+    errors: int = 0
+
+
+async def _client(load: _Load) -> None:
     reader = writer = None
     try:
-        while left[0] > 0:
-            left[0] -= 1
+        while load.left > 0:
+            load.left -= 1
             started = time.perf_counter()
             if writer is None:  # servers that close after each response cost a connect each
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(load.host, load.port)
             assert reader is not None
-            writer.write(request)
+            writer.write(load.request)
             head = await reader.readuntil(b"\r\n\r\n")
-            fields = dict(
-                (name.strip().lower(), value.strip().lower())
+            fields = {
+                name.strip().lower(): value.strip().lower()
                 for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
-            )
+            }
             if b"content-length" in fields:
                 body = await reader.readexactly(int(fields[b"content-length"]))
             else:
                 body = await reader.read()
-            latencies.append(time.perf_counter() - started)
-            stats["bytes"] += len(body)
+            load.latencies.append(time.perf_counter() - started)
+            load.bytes += len(body)
             if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-                stats["errors"] += 1
+                load.errors += 1
             if fields.get(b"connection") == b"close" or head.startswith(b"HTTP/1.0"):
                 writer.close()
                 reader = writer = None
@@ -65,14 +77,16 @@ async def run(url: str, clients: int, requests: int, gzip: bool) -> dict[str, ob
         + encoding
         + b"Connection: keep-alive\r\n\r\n"
     )
-    left, latencies = [requests], []
-    stats = {"bytes": 0, "errors": 0}
+    load = _Load(LOOPBACK, parts.port, request, requests)
     started = time.perf_counter()
-    await asyncio.gather(
-        *(_client(LOOPBACK, parts.port, request, left, latencies, stats) for _ in range(clients))
-    )
+    await asyncio.gather(*(_client(load) for _ in range(clients)))
     wall = time.perf_counter() - started
-    return {"latencies_s": sorted(latencies), "wall_s": wall, **stats}
+    return {
+        "latencies_s": sorted(load.latencies),
+        "wall_s": wall,
+        "bytes": load.bytes,
+        "errors": load.errors,
+    }
 
 
 def main() -> int:
