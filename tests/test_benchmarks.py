@@ -1,0 +1,78 @@
+"""Every benchmark runs in its quick mode and prints one JSON object with a summary.
+
+Not timing tests: figures are never compared with targets here, only the benchmarks' contract
+(one command each, JSON on stdout, a human summary on stderr, one line and status 2 where one
+cannot run) is checked, so that a change that breaks a benchmark is caught by the normal run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+QUICK = ("scrape", "sampling", "memory", "event_latency", "slow_driver")
+TIMEOUT_S = 120  # a bound on a hang, far above a quick run's few seconds
+CANNOT_RUN = 2
+
+pytestmark = pytest.mark.integration  # they start exporter processes on loopback
+
+
+def _run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python NAME.py ARGS`` in benchmarks/, with this checkout's sources importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, f"{name}.py", *args],
+        cwd=BENCHMARKS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def _nvidia_driver_present() -> bool:
+    """Whether NVML initialises here, as xid_latency.py itself asks."""
+    try:
+        import pynvml  # noqa: PLC0415
+
+        pynvml.nvmlInit()
+    except Exception:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_run_prints_one_json_object_and_a_summary(name: str) -> None:
+    result = _run(name, "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout[-3000:]
+    figures = json.loads(lines[0])
+    assert isinstance(figures, dict)
+    assert figures["benchmark"] == name
+    assert "machine" in figures
+    assert any(line.startswith(f"{name}: ") for line in result.stderr.splitlines()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(
+    _nvidia_driver_present(), reason="an NVIDIA driver is present: xid_latency.py would measure it"
+)
+def test_xid_latency_without_a_driver_exits_2_with_one_line() -> None:
+    result = _run("xid_latency", "--quick")
+    assert result.returncode == CANNOT_RUN, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("xid_latency: ")
+    assert "Traceback" not in result.stderr
