@@ -5,8 +5,9 @@ Usage: python benchmarks/scrape.py [--quick] [--requests N]
 Simulated fleets of 1, 8 and 16 H100s with seven GPU instances each, and a worst case of 8 GPUs
 with seven compute instances in one GPU instance, are scraped over loopback by 1, 16 and 64
 concurrent keep-alive clients for a fixed number of requests, plain and gzip. The baseline is the
-same collector on the same fleet served by prometheus-client's start_http_server, which renders
-with generate_latest on every request. Prints JSON on stdout and a summary on stderr.
+same collector on the same fleet and the same aiohttp server, rendering with prometheus-client's
+generate_latest on every request (benchmarks/baseline_server.py). Prints JSON on stdout and a
+summary on stderr.
 Targets at 8 GPUs x 7 instances with 16 clients: p99 under 2 ms, and 20x the baseline's rps.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -233,9 +234,12 @@ async def test_a_lost_gpu_counts_one_error_per_failed_collection():
     await collector.start()
     try:
         backend.lost.add(0)
-        await _eventually(lambda: backend.failed_samples >= 3)
+        await _eventually(lambda: backend.failed_samples >= 5)
         collector._loop_task.cancel()
-        await asyncio.sleep(0)
-        assert collector._errors["GPU-0"] == backend.failed_samples
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector._loop_task
+        # A sample failing in its worker thread while the loop was cancelled is not counted;
+        # counting refreshes too would put the errors well above the failed samples.
+        assert backend.failed_samples - 1 <= collector._errors["GPU-0"] <= backend.failed_samples
     finally:
         await collector.stop()

@@ -169,11 +169,15 @@ def test_mig_slices_only_for_mig_gpus():
 
 
 def test_bodies_agree_across_formats_and_encodings():
-    """OpenMetrics ends with EOF; the gzip bodies decompress to the plain ones."""
+    """OpenMetrics ends with EOF; the gzip bodies decompress to the plain ones and are
+    compressed once per snapshot, not once per request."""
     exposition = render(_snapshot())
     assert exposition.openmetrics.endswith(b"# EOF\n")
-    assert gzip.decompress(exposition.text_gzip) == exposition.text
-    assert gzip.decompress(exposition.openmetrics_gzip) == exposition.openmetrics
+    for om in (False, True):
+        plain = exposition.body(openmetrics=om, gzipped=False)
+        gzipped = exposition.body(openmetrics=om, gzipped=True)
+        assert gzip.decompress(gzipped) == plain
+        assert exposition.body(openmetrics=om, gzipped=True) is gzipped
     assert exposition.body(openmetrics=True, gzipped=False) is exposition.openmetrics
 
 

@@ -89,6 +89,40 @@ def test_split_gpu_instance_reports_compute_instances():
         assert {metric.dcgm_field for metric, _ in readings.values} == {1001, 1002, 1003, 1004}
 
 
+def test_gpm_samples_are_refilled_not_allocated_every_cycle():
+    """After the first cycles, sampling allocates and frees no GPM samples: one spare per GPU
+    is refilled in turn, and every sample left is freed at close."""
+    clock = ManualClock()
+    nvml = FakeNvml(Fleet.from_spec("h100-80gb:7g.80gb/1c*3", clock=clock))
+    calls = {"alloc": 0, "free": 0}
+    alloc, free = nvml.nvmlGpmSampleAlloc, nvml.nvmlGpmSampleFree
+
+    def counting_alloc():
+        calls["alloc"] += 1
+        return alloc()
+
+    def counting_free(sample):
+        calls["free"] += 1
+        free(sample)
+
+    nvml.nvmlGpmSampleAlloc, nvml.nvmlGpmSampleFree = counting_alloc, counting_free
+    backend = NvmlBackend(nvml)
+    backend.open()
+    (gpu,) = _topology(backend)
+    entities = 1 + 1 + 3  # the GPU, its GPU instance, and three compute instances
+    for _ in range(2):
+        backend.sample(gpu)
+        clock.now += 1
+    assert calls == {"alloc": entities + 1, "free": 0}
+    for _ in range(5):
+        sample = backend.sample(gpu)
+        clock.now += 1
+    assert calls == {"alloc": entities + 1, "free": 0}
+    assert sample.gpu.get(catalog.GPU_SM_ACTIVE) is not None
+    backend.close()
+    assert calls == {"alloc": entities + 1, "free": entities + 1}
+
+
 def test_unprivileged_discovery_keeps_instances_without_placement(caplog):
     """Without privileges instances are still found by MIG handle; placement is left out once."""
     backend = _open(Fleet.default(privileged=False))

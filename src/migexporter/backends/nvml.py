@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -119,6 +119,9 @@ class _GpuState:
     mig_handles: dict[tuple[int, int], Any]  # (GI id, CI id) -> MIG device handle
     absent: set[str]  # readings known unsupported or forbidden on this GPU
     gpm_previous: dict[tuple[object, ...], Any]  # entity -> last GPM sample
+    # Samples done with, to be filled again: allocating and freeing one per entity and cycle
+    # would be driver calls spent on nothing. Holds one sample in steady state.
+    gpm_spare: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -166,9 +169,10 @@ class NvmlBackend:
         """Free GPM samples and the event set, then shut NVML down."""
         n = self._nvml
         for state in self._gpus.values():
-            for sample in state.gpm_previous.values():
+            for sample in [*state.gpm_previous.values(), *state.gpm_spare]:
                 self._quietly(n.nvmlGpmSampleFree, sample)
             state.gpm_previous.clear()
+            state.gpm_spare.clear()
         if self._event_set is not None:
             self._quietly(n.nvmlEventSetFree, self._event_set)
             self._event_set = None
@@ -208,6 +212,7 @@ class NvmlBackend:
                 # What is supported changes with the MIG mode: then probe everything again.
                 absent=previous.absent if previous and same else set(),
                 gpm_previous=previous.gpm_previous if previous else {},
+                gpm_spare=previous.gpm_spare if previous else [],
             )
             instances = self._discover_instances(state) if mig_enabled else ()
         except n.NVMLError as error:
@@ -388,11 +393,12 @@ class NvmlBackend:
         """Take a GPM sample and, from the second one on, report ratios over the interval."""
         n = self._nvml
         scope = _GPM_SCOPES[str(entity[0])]
-        sample = self._read(run, f"gpm_{entity[0]}", n.nvmlGpmSampleAlloc)
+        spare = run.state.gpm_spare
+        sample = spare.pop() if spare else self._read(run, f"gpm_{entity[0]}", n.nvmlGpmSampleAlloc)
         if sample is None:
             return
         if self._read(run, f"gpm_{entity[0]}", lambda: take(sample)) is None:
-            self._quietly(n.nvmlGpmSampleFree, sample)
+            spare.append(sample)
             return
         previous = run.state.gpm_previous.pop(entity, None)
         run.state.gpm_previous[entity] = sample
@@ -405,18 +411,18 @@ class NvmlBackend:
         for slot, metric_id in enumerate(GPM_METRICS.values()):
             request.metrics[slot].metricId = metric_id
         got = self._read(run, "gpm_metrics", lambda: n.nvmlGpmMetricsGet(request))
-        self._quietly(n.nvmlGpmSampleFree, previous)
+        spare.append(previous)
         if got is None:
             return
         wanted = catalog.PROFILING[scope]  # compute instances have no DRAM field of their own
-        for slot, field in enumerate(GPM_METRICS):
+        for slot, field_id in enumerate(GPM_METRICS):
             metric = request.metrics[slot]
-            if field not in wanted:
+            if field_id not in wanted:
                 continue
             if metric.nvmlReturn == n.NVML_SUCCESS and not math.isnan(metric.value):
                 # GPM speaks percent; clamp the driver's rounding past 100 %.
                 ratio = min(max(metric.value, 0.0), 100.0) / 100
-                readings.set(wanted[field], ratio)
+                readings.set(wanted[field_id], ratio)
 
     def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
         """Free GPM samples of instances that no longer exist, so none diff across generations."""
