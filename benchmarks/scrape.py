@@ -1,6 +1,6 @@
 """Scrape latency and throughput: migexporter against the common way, in the same run.
 
-Usage: python benchmarks/scrape.py [--quick] [--requests N]
+Usage: python benchmarks/scrape.py [--quick] [--requests N] [--interval DURATION]
 
 Simulated fleets of 1, 8 and 16 H100s with seven GPU instances each, and a worst case of 8 GPUs
 with seven compute instances in one GPU instance, are scraped over loopback by 1, 16 and 64
@@ -48,6 +48,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small fleet, few requests")
     parser.add_argument("--requests", type=int, default=3000, help="per measurement")
+    parser.add_argument(
+        "--interval", default="1s", help="sampling interval of both servers (10m: scrapes alone)"
+    )
     args = parser.parse_args()
     fleets = [(1, SEVEN_GIS)] if args.quick else FLEETS
     requests = 50 if args.quick else args.requests
@@ -57,17 +60,19 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
             for gpus, layout in fleets:
                 where = {"gpus": gpus, "layout": layout}
-                with start_exporter(spec(gpus, layout), Path(tmp)) as exporter:
+                with start_exporter(
+                    spec(gpus, layout), Path(tmp), interval=args.interval
+                ) as exporter:
                     results += [{**where, **r} for r in measure(exporter, requests, CLIENTS)]
                 if layout == SEVEN_GIS and (gpus == TARGET["gpus"] or args.quick):
-                    with start_baseline(spec(gpus, layout), Path(tmp)) as baseline:
+                    with start_baseline(spec(gpus, layout), Path(tmp), args.interval) as baseline:
                         rows = measure(baseline, baseline_requests, CLIENTS)
                         results += [{**where, **r} for r in rows]
     except BenchmarkError as error:
         print(f"scrape: {error}", file=sys.stderr)
         return 2
     targets, summary = _targets(results, quick=args.quick)
-    report("scrape", {"results": results, "targets": targets}, summary)
+    report("scrape", {"interval": args.interval, "results": results, "targets": targets}, summary)
     return 0
 
 

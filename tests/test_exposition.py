@@ -204,6 +204,16 @@ def test_render_is_byte_for_byte_what_prometheus_client_writes(changes):
     assert exposition.openmetrics == openmetrics.generate_latest(snapshot)
 
 
+def test_values_changing_between_renders_are_printed_anew():
+    """Lines kept from the last render are reused only for an identical value: a change, a
+    signed zero and NaN are each printed as prometheus-client prints them."""
+    for value in (0.25, 0.25, 0.5, 0.0, -0.0, 0.0, float("nan"), float("nan"), float("inf"), 1e21):
+        gi = Readings()
+        gi.set(catalog.GI_SM_ACTIVE, value)
+        snapshot = _snapshot(samples={"GPU-0000": GpuSample(gpu_instances={2: gi})})
+        assert render(snapshot).text == generate_latest(snapshot), value
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's prometheus package")
 def test_promtool_accepts_the_exposition():
     """promtool check metrics finds no lint problems in the text format."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import platform
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -276,21 +277,30 @@ def _label_order(metric: Metric) -> tuple[tuple[int, str], ...]:
     return tuple(sorted(enumerate(metric.labels), key=lambda pair: pair[1]))
 
 
-# "name{labels} " of each series seen, so that a render only formats values; cleared when it
-# grows past what any node holds, so reconfigurations cannot make it grow without end.
-_PREFIXES: dict[tuple[Metric, tuple[str, ...]], str] = {}
-_PREFIXES_MAX = 100_000
+# Per series seen: "name{labels} ", the last value and its line, so that a render formats only
+# the values that changed (most series hold still between cycles). Cleared when it grows past
+# what any node holds, so reconfigurations cannot make it grow without end.
+_LINES: dict[tuple[Metric, tuple[str, ...]], tuple[str, float, str]] = {}
+_LINES_MAX = 100_000
 
 
 def _sample_lines(metric: Metric, series: list[_Series]) -> str:
-    if len(_PREFIXES) > _PREFIXES_MAX:
-        _PREFIXES.clear()
+    if len(_LINES) > _LINES_MAX:
+        _LINES.clear()
     lines = []
     for values, value in series:
-        prefix = _PREFIXES.get((metric, values))
-        if prefix is None:
-            prefix = _PREFIXES[metric, values] = _prefix(metric, values)
-        lines.append(f"{prefix}{floatToGoString(value)}\n")  # type: ignore[no-untyped-call]
+        cached = _LINES.get((metric, values))
+        if cached is None:
+            prefix = _prefix(metric, values)
+        else:
+            prefix, last, line = cached
+            # 0.0 == -0.0 but they print differently; NaN never equals and is always formatted.
+            if last == value and (value or math.copysign(1.0, last) == math.copysign(1.0, value)):
+                lines.append(line)
+                continue
+        line = f"{prefix}{floatToGoString(value)}\n"  # type: ignore[no-untyped-call]
+        _LINES[metric, values] = (prefix, value, line)
+        lines.append(line)
     return "".join(lines)
 
 

@@ -122,6 +122,9 @@ class _GpuState:
     # Samples done with, to be filled again: allocating and freeing one per entity and cycle
     # would be driver calls spent on nothing. Holds one sample in steady state.
     gpm_spare: list[Any] = field(default_factory=list)
+    # One metrics request, its metric ids set once: pynvml's structs make every field access a
+    # Python call, which was most of the backend's own cost per instance.
+    gpm_request: Any = None
 
 
 @dataclass
@@ -404,25 +407,38 @@ class NvmlBackend:
         run.state.gpm_previous[entity] = sample
         if previous is None:
             return  # GPM reports over an interval: the first sample only seeds it
-        request = n.c_nvmlGpmMetricsGet_t()
-        request.version = n.NVML_GPM_METRICS_GET_VERSION
-        request.numMetrics = len(GPM_METRICS)
+        request = self._gpm_request(run.state)
         request.sample1, request.sample2 = previous, sample
-        for slot, metric_id in enumerate(GPM_METRICS.values()):
-            request.metrics[slot].metricId = metric_id
         got = self._read(run, "gpm_metrics", lambda: n.nvmlGpmMetricsGet(request))
         spare.append(previous)
-        if got is None:
-            return
-        wanted = catalog.PROFILING[scope]  # compute instances have no DRAM field of their own
+        if got is not None:
+            self._store_ratios(request, catalog.PROFILING[scope], readings)
+
+    def _gpm_request(self, state: _GpuState) -> Any:
+        """The GPU's metrics request, made on first use with the metric ids set."""
+        if state.gpm_request is None:
+            n = self._nvml
+            request = state.gpm_request = n.c_nvmlGpmMetricsGet_t()
+            request.version = n.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(GPM_METRICS)
+            slots = request.metrics
+            for slot, metric_id in enumerate(GPM_METRICS.values()):
+                slots[slot].metricId = metric_id
+        return state.gpm_request
+
+    def _store_ratios(self, request: Any, wanted: dict[int, Metric], readings: Readings) -> None:
+        """The answered metrics of ``wanted`` (compute instances have no DRAM field) as ratios."""
+        slots = request.metrics
         for slot, field_id in enumerate(GPM_METRICS):
-            metric = request.metrics[slot]
             if field_id not in wanted:
                 continue
-            if metric.nvmlReturn == n.NVML_SUCCESS and not math.isnan(metric.value):
+            metric = slots[slot]
+            if metric.nvmlReturn != self._nvml.NVML_SUCCESS:
+                continue
+            percent = metric.value
+            if not math.isnan(percent):
                 # GPM speaks percent; clamp the driver's rounding past 100 %.
-                ratio = min(max(metric.value, 0.0), 100.0) / 100
-                readings.set(wanted[field_id], ratio)
+                readings.set(wanted[field_id], min(max(percent, 0.0), 100.0) / 100)
 
     def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
         """Free GPM samples of instances that no longer exist, so none diff across generations."""

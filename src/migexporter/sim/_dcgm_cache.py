@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pynvml
 
+from migexporter.backends.nvml import UNATTRIBUTED
 from migexporter.sim._dcgm_fields import (
     ACTIVITIES,
     BLANK,
@@ -41,7 +42,6 @@ from migexporter.sim._dcgm_fields import (
     read_nvml,
     sentinel,
 )
-from migexporter.sim._events import UNATTRIBUTED
 from migexporter.sim._model import MIB
 from migexporter.sim.nvml import FakeNvml
 

@@ -8,9 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import pynvml
-
-UNATTRIBUTED = pynvml.NVML_GPU_INSTANCE_ID_ANY  # 0xFFFFFFFF, also NVML_COMPUTE_INSTANCE_ID_ANY
+from migexporter.backends.nvml import UNATTRIBUTED
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 _INVALID = pynvml.NVML_ERROR_INVALID_ARGUMENT
 # Driver 580 knows GI profile indices 0x0-0x10: it answers InvalidArgument from 0x11
-# (3_SLICE_GFX, newer than the driver) on, though pynvml's COUNT is 0x12 (facts §1.3).
-_DRIVER_GI_PROFILE_COUNT = pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX
+# (3_SLICE_GFX, newer than the driver) on, though pynvml 13.615's COUNT is 0x12 (facts §1.3).
+# A number, not pynvml's name for it: pynvml before 13.615 has no 3_SLICE_GFX.
+_DRIVER_GI_PROFILE_COUNT = 0x11
 _SUCCESS: int = pynvml.NVML_SUCCESS  # what pynvml's wrappers return from "do" calls
 
 

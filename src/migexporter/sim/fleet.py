@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pynvml
 
+from migexporter.backends.nvml import UNATTRIBUTED
 from migexporter.sim import _operator, _placement
-from migexporter.sim._events import UNATTRIBUTED, Event, EventQueue
+from migexporter.sim._events import Event, EventQueue
 from migexporter.sim._model import GpuState, SimComputeInstance, SimGpu, SimGpuInstance
 from migexporter.sim._spec import DEFAULT_SPEC, GpuSpec, check_fits, parse_fleet, parse_layout
 from migexporter.sim._workload import Workload
