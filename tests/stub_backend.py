@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from migexporter import catalog
@@ -24,11 +26,14 @@ def gpu_instance(gi_id: int, profile: str = "1g.10gb") -> GpuInstance:
 
 @dataclass
 class StubBackend:
-    """GPUs are listed in ``gpus``; ``lost`` GPUs raise; ``hung`` GPUs block until released."""
+    """GPUs are listed in ``gpus``; ``lost`` GPUs raise; ``hung`` GPUs block until released;
+    ``slow`` GPUs take that many seconds per call. ``sampled`` counts samples taken per GPU."""
 
     gpus: list[Gpu] = field(default_factory=list)
     lost: set[int] = field(default_factory=set)
     hung: set[int] = field(default_factory=set)
+    slow: dict[int, float] = field(default_factory=dict)
+    sampled: collections.Counter[int] = field(default_factory=collections.Counter)
     down: bool = False
     name: str = "stub"
     driver_version: str = "999.0"
@@ -48,6 +53,8 @@ class StubBackend:
     def _check(self, index: int) -> None:
         if index in self.hung:
             self.release.wait(30)
+        if index in self.slow:
+            time.sleep(self.slow[index])
         if index in self.lost:
             raise GpuUnavailableError(f"GPU {index} is lost")
 
@@ -57,6 +64,7 @@ class StubBackend:
 
     def sample(self, gpu: Gpu) -> GpuSample:
         self._check(gpu.index)
+        self.sampled[gpu.index] += 1
         result = GpuSample()
         result.gpu.set(catalog.GPU_TEMPERATURE, 40 + gpu.index)
         for gi in gpu.gpu_instances:

@@ -198,6 +198,48 @@ async def test_hung_gpu_times_out_alone():
     assert backend.closed
 
 
+async def test_other_gpus_keep_their_cadence_while_one_hangs():
+    """A cycle waits half an interval for a hung GPU, not the GPU timeout: the other GPU is sampled
+    every cycle until the hung one is declared down (a cycle that waited for the timeout would
+    sample it once in that time)."""
+    backend = StubBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.1, topology_refresh=60)
+    collector._gpu_timeout = 1.5
+    await collector.start()
+    up = (("gpu", "0"), ("gpu_uuid", "GPU-0"))
+    try:
+        backend.hung.add(0)
+        before = backend.sampled[1]
+        await _eventually(lambda: _values(collector, "nvidia_gpu_up").get(up) == 0)
+        assert backend.sampled[1] - before >= 4
+    finally:
+        backend.hung.clear()
+        backend.release.set()
+        await collector.stop()
+
+
+async def test_a_slow_gpu_stays_up_and_its_late_samples_are_shown():
+    """A GPU slower than the interval but within the timeout is never declared down, and what
+    its late calls return replaces its values."""
+    backend = StubBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.1, topology_refresh=60)
+    collector._gpu_timeout = 2.0
+    await collector.start()
+    temperature = (("gpu", "0"), ("gpu_uuid", "GPU-0"))
+    try:
+        backend.slow[0] = 0.25
+        taken = backend.sampled[0]
+        await _eventually(lambda: backend.sampled[0] >= taken + 4)
+        assert collector._errors["GPU-0"] == 0
+        assert _values(collector, "nvidia_gpu_up")[temperature] == 1
+        late = collector.samples["GPU-0"]
+        await _eventually(lambda: collector.samples["GPU-0"] is not late)
+    finally:
+        backend.slow.clear()
+        backend.release.set()
+        await collector.stop()
+
+
 async def test_backend_that_cannot_open_raises():
     """start() reports a backend that cannot be opened, so the CLI can exit with a message."""
     collector = Collector(StubBackend(down=True), BuildInfo("test"))

@@ -1,9 +1,10 @@
 """The async collector: samples on its own clock, counts driver events, renders the exposition.
 
-Blocking vendor calls never run on the event loop: each GPU has its own worker thread (a hung GPU
-stalls only itself), and driver events are awaited in one more thread that hands them to the
-loop. After every cycle and every burst of events the exposition is rendered once into bytes;
-scrapes only pick up those bytes.
+Blocking vendor calls never run on the event loop: each GPU has its own worker thread, and a
+cycle waits for a GPU at most half an interval, so a hung GPU stalls only itself (its last values
+stay until the GPU timeout, then it is down). Driver events are awaited in one more thread that
+hands them to the loop. After every cycle and every burst of events the exposition is rendered
+once into bytes; scrapes only pick up those bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from migexporter import catalog, xids
 from migexporter.backends.base import (
@@ -66,6 +67,22 @@ class RecordedEvent:
     profile: str
 
 
+class LateError(Exception):
+    """A GPU still at work on a call, within the GPU timeout."""
+
+    def __init__(self, call: _Call) -> None:
+        super().__init__("still at work on an earlier driver call")
+        self.call = call
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A driver call handed to a GPU's thread, and when."""
+
+    future: asyncio.Future[object]
+    since: float
+
+
 class Collector:
     """Owns the backend, the latest topology and samples, the event counters and the exposition.
 
@@ -90,7 +107,7 @@ class Collector:
         self._build = build
         self._interval = interval
         self._topology_refresh = topology_refresh
-        # A GPU gets this long per cycle before it counts as hung for the cycle.
+        # A GPU call running this long makes the GPU count as hung (down) until it answers.
         self._gpu_timeout = max(2 * interval, 2.0)
         self._clock = clock
         self.topology = Topology()
@@ -104,7 +121,7 @@ class Collector:
         self._last_collect: float | None = None
         self.exposition: Exposition = render(self.snapshot())
         self._workers: dict[int, ThreadPoolExecutor] = {}
-        self._in_flight: dict[int, asyncio.Future[object]] = {}
+        self._in_flight: dict[int, _Call] = {}
         self._refresh_now = asyncio.Event()
         self._stop = threading.Event()
         self._dirty = False
@@ -121,7 +138,7 @@ class Collector:
         """
         await asyncio.to_thread(self.backend.open)
         self.backend_up = True
-        await self._refresh_topology()
+        await self._refresh_topology(self._gpu_timeout)  # at start, give every GPU its time
         await self._collect()
         self._first_cycle_done = True
         await self._render()
@@ -163,7 +180,7 @@ class Collector:
             # While the backend is down every cycle asks it again; it applies its own backoff.
             if self._refresh_now.is_set() or started >= next_refresh or not self.backend_up:
                 self._refresh_now.clear()
-                await self._refresh_topology()
+                await self._refresh_topology(self._interval)
                 next_refresh = time.monotonic() + self._topology_refresh
             await self._collect()
             self._render_soon()
@@ -172,28 +189,37 @@ class Collector:
                 await asyncio.wait_for(self._refresh_now.wait(), delay)
 
     # --- per-GPU work ---------------------------------------------------------------------------
-    async def _on_gpu(self, index: int, call: Callable[[], _T]) -> _T:
-        """Run ``call`` on GPU ``index``'s own thread, giving up after the GPU timeout.
+    async def _on_gpu(self, index: int, call: Callable[[], _T], wait: float) -> _T:
+        """Run ``call`` on GPU ``index``'s own thread and wait for it at most ``wait`` seconds.
 
         Raises:
-            GpuUnavailableError: when the GPU is still busy with an earlier call or too slow.
+            LateError: the GPU is still working, on this call or an earlier one, within the GPU
+                timeout; the call goes on and ``LateError.call`` says when it is done.
+            GpuUnavailableError: its call has been running longer than the GPU timeout.
         """
         previous = self._in_flight.get(index)
-        if previous is not None and not previous.done():
-            raise GpuUnavailableError(f"GPU {index} is still busy with an earlier driver call")
+        if previous is not None and not previous.future.done():
+            self._raise_late(index, previous)
         worker = self._workers.get(index)
         if worker is None:
             worker = self._workers[index] = ThreadPoolExecutor(1, f"migexporter-gpu{index}")
         future = asyncio.get_running_loop().run_in_executor(worker, call)
-        self._in_flight[index] = future  # type: ignore[assignment]
+        this = self._in_flight[index] = _Call(future, time.monotonic())  # type: ignore[arg-type]
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._gpu_timeout)
-        except TimeoutError as error:
-            raise GpuUnavailableError(
-                f"GPU {index} did not answer within {self._gpu_timeout:g}s"
-            ) from error
+            return await asyncio.wait_for(asyncio.shield(future), min(wait, self._gpu_timeout))
+        except TimeoutError:
+            self._raise_late(index, this)
 
-    async def _refresh_topology(self) -> None:
+    def _raise_late(self, index: int, call: _Call) -> NoReturn:
+        if time.monotonic() - call.since >= self._gpu_timeout:
+            raise GpuUnavailableError(f"GPU {index} did not answer within {self._gpu_timeout:g}s")
+        raise LateError(call)
+
+    async def _refresh_topology(self, wait: float) -> None:
+        """Enumerate every GPU, waiting for each at most ``wait`` seconds.
+
+        A GPU that is late or down keeps what the last enumeration knew of it.
+        """
         try:
             count = await asyncio.to_thread(self.backend.gpu_count)
         except BackendUnavailableError as error:
@@ -201,7 +227,7 @@ class Collector:
             return
         old = {gpu.index: gpu for gpu in self.topology.gpus}
         results = await asyncio.gather(
-            *(self._on_gpu(i, partial(self.backend.discover_gpu, i)) for i in range(count)),
+            *(self._on_gpu(i, partial(self.backend.discover_gpu, i), wait) for i in range(count)),
             return_exceptions=True,
         )
         gpus: list[Gpu] = []
@@ -232,8 +258,13 @@ class Collector:
             return
         started = time.monotonic()
         gpus = self.topology.gpus
+        # A GPU gets half an interval (its late answer is still used): one that hangs must not
+        # hold the others back, so their values are at most half an interval later than due.
         results = await asyncio.gather(
-            *(self._on_gpu(gpu.index, partial(self.backend.sample, gpu)) for gpu in gpus),
+            *(
+                self._on_gpu(gpu.index, partial(self.backend.sample, gpu), self._interval / 2)
+                for gpu in gpus
+            ),
             return_exceptions=True,
         )
         lost = next((r for r in results if isinstance(r, BackendUnavailableError)), None)
@@ -247,6 +278,10 @@ class Collector:
                 self._samples[gpu.uuid] = result
                 if result.errors:
                     self._errors[gpu.uuid] += result.errors
+            elif isinstance(result, LateError):
+                # Its last values stand; what the call returns, whenever it does, is newest.
+                if result.call.since >= started:  # calls of earlier cycles are already watched
+                    result.call.future.add_done_callback(partial(self._late_sample, gpu.uuid))
             else:
                 self._gpu_failed(gpu, result)
         known = {gpu.uuid for gpu in gpus}
@@ -254,6 +289,15 @@ class Collector:
             del self._samples[uuid]
         self._collect_duration = time.monotonic() - started
         self._last_collect = self._clock()
+
+    def _late_sample(self, uuid: str, future: asyncio.Future[object]) -> None:
+        """Keep a sample that arrived after its cycle, if its GPU is still known and up."""
+        if future.cancelled() or future.exception() is not None:
+            return  # the next cycle finds out what went wrong
+        result = future.result()
+        if isinstance(result, GpuSample) and uuid in self._samples:
+            self._samples[uuid] = result
+            self._render_soon()
 
     def _gpu_failed(self, gpu: Gpu, error: BaseException) -> None:
         if not isinstance(error, (GpuUnavailableError, BackendUnavailableError)):
