@@ -15,13 +15,13 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__
+from migexporter import __version__, dashboards
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
 from migexporter.backends.nvml import NvmlBackend
 from migexporter.collector import Collector
-from migexporter.config import Config, ConfigError, parse_config
+from migexporter.config import Config, ConfigError, OneLineParser, parse_config
 from migexporter.exposition import BuildInfo
 from migexporter.server import create_app, start_server
 
@@ -45,6 +45,8 @@ class StartupError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; return the process exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["dashboards"]:
+        return _dashboards(args[1:])
     try:
         config = parse_config(args, os.environ, __version__)
     except ConfigError as error:
@@ -65,6 +67,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _dashboards(args: list[str]) -> int:
+    """``migexporter dashboards``: write the Grafana dashboards (and previews) as files."""
+    parser = OneLineParser(
+        prog="migexporter dashboards",
+        description="Write the Grafana dashboards, generated from the metric catalog, as JSON.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("dashboards"), help="(dashboards)")
+    try:
+        options = parser.parse_args(args)
+        for path in dashboards.write(options.out):
+            print(path)  # noqa: T201
+    except ConfigError as error:
+        print(f"migexporter dashboards: error: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except OSError as error:
+        where = f"{error.filename}: {error.strerror}"
+        print(f"migexporter dashboards: error: cannot write {where}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
     return 0
 
 

@@ -179,16 +179,17 @@ OPTIONS: tuple[Option, ...] = (
 _BY_KEY = {option.key: option for option in OPTIONS}
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting, so errors stay one line."""
 
     def error(self, message: str) -> NoReturn:
+        """Raise the message for the caller to print on one line."""
         raise ConfigError(message)
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:
     """The serve command's flags, all defaulting to "not given"."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog="migexporter",
         description="Prometheus exporter for NVIDIA MIG instances.",
         argument_default=argparse.SUPPRESS,
