@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, dashboards
+from migexporter import __version__, dashboards, preview
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -71,17 +71,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dashboards(args: list[str]) -> int:
-    """``migexporter dashboards``: write the Grafana dashboards (and previews) as files."""
+    """``migexporter dashboards``: write the Grafana dashboards and, if asked, their previews."""
     parser = OneLineParser(
         prog="migexporter dashboards",
         description="Write the Grafana dashboards, generated from the metric catalog, as JSON.",
     )
     parser.add_argument("--out", type=Path, default=Path("dashboards"), help="(dashboards)")
+    parser.add_argument(
+        "--preview", type=Path, metavar="DIR", help="also draw each dashboard as DIR/NAME.png"
+    )
+    parser.add_argument(
+        "--prometheus",
+        default="http://localhost:9090",
+        metavar="URL",
+        help="the Prometheus the previews query (http://localhost:9090)",
+    )
     try:
         options = parser.parse_args(args)
-        for path in dashboards.write(options.out):
+        written = dashboards.write(options.out)
+        if options.preview is not None:
+            written += preview.draw_all(preview.Prometheus(options.prometheus), options.preview)
+        for path in written:
             print(path)  # noqa: T201
-    except ConfigError as error:
+    except (ConfigError, preview.PreviewError) as error:
         print(f"migexporter dashboards: error: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     except OSError as error:

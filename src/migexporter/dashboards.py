@@ -424,8 +424,9 @@ def _xid_panels(grid: _Grid, matchers: dict[str, str], legend: str) -> None:
     xids = _series(catalog.XID_ERRORS, **matchers)
     info = catalog.XID_INFO.name
     recent = (
-        f"sum by (instance, gpu, gpu_instance_id, xid) (increase({xids}[$__rate_interval]))"
-        f" * on (xid) group_left (mnemonic, action, severity) {info}"
+        f"sum by (instance, gpu, gpu_instance_id, compute_instance_id, xid)"
+        f" (increase({xids}[$__rate_interval]))"
+        f" * on (instance, xid) group_left (mnemonic, action, severity) {info}"
     )
     grid.add(
         g.StateTimeline(
@@ -451,7 +452,8 @@ def _xid_panels(grid: _Grid, matchers: dict[str, str], legend: str) -> None:
         "NVIDIA's immediate action and our severity (page, ticket, info).",
         [
             _target(
-                f"{totals} * on (xid) group_left (mnemonic, description, action, severity) {info}",
+                f"{totals} * on (instance, xid)"
+                f" group_left (mnemonic, description, action, severity) {info}",
                 table=True,
             )
         ],
@@ -546,6 +548,7 @@ def instance() -> g.Dashboard:
                 "gpu",
                 "GPU",
                 _label_values(catalog.GPU_INFO, "gpu_uuid", instance="$node", mig_mode="=enabled"),
+                multi=False,
             ),
             _variable(
                 "gpu_instance",

@@ -1,26 +1,35 @@
 """Every query of every dashboard returns data from a real Prometheus scraping the exporter.
 
-The exporter runs the demo scenario (dashboards/demo.yaml: MIG GPUs of two models, a GPU
-instance split into compute instances, XIDs of each severity, a reconfiguration); Prometheus
-scrapes it every second. Variables are resolved as Grafana resolves them, in order, from the
-series Prometheus holds, and each is replaced by all of its values (Grafana's "All"); then each
-panel and variable query runs as a range query over the last minute and must neither fail nor
-come back empty.
+One exporter runs the demo scenario (dashboards/demo.yaml: MIG GPUs of two models, a GPU
+instance split into compute instances, XIDs of each severity, a reconfiguration), a second one
+the default fleet, as another node; Prometheus scrapes both every second. Variables are
+resolved as Grafana resolves them, in order, from the series Prometheus holds, and each is
+replaced by all of its values (Grafana's "All"); then each panel and variable query runs as a
+range query over the last minute and must neither fail nor come back empty.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import matplotlib.image
 import pytest
-from harness import Prometheus, Service, http, start_exporter, start_prometheus, wait_for
+from harness import (
+    Prometheus,
+    Service,
+    exporter_env,
+    free_port,
+    start_exporter,
+    start_prometheus,
+    wait_for,
+)
 
-from migexporter import catalog, dashboards
+from migexporter import catalog, dashboards, preview
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,12 +37,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 DEMO = Path(__file__).resolve().parents[2] / "dashboards" / "demo.yaml"
-# Grafana's built-in variables, as a dashboard open on the last few minutes would set them.
-BUILTINS = {"$__rate_interval": "10s", "$__range": "2m", "$__interval": "2s"}
 WINDOW_S = 60.0
 STEP_S = 2.0
 DATA_TIMEOUT_S = 90.0
-VARIABLE = re.compile(r"\$(\w+)")
+PREVIEW_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +52,21 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="module")
-def scraped(exporter: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """Prometheus, once it holds the scenario's XIDs and reconfiguration and half a minute of
-    samples."""
-    target = urllib.parse.urlsplit(exporter.url).netloc
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), [target])
+def second_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A second exporter on the default fleet: every join must hold with several nodes."""
+    service = start_exporter(tmp_path_factory.mktemp("second"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def scraped(
+    exporter: Service, second_node: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """Prometheus scraping both nodes, once it holds the scenario's XIDs and reconfiguration
+    and half a minute of samples."""
+    targets = [urllib.parse.urlsplit(s.url).netloc for s in (exporter, second_node)]
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets)
     xids = catalog.XID_ERRORS.name
     wait_for(
         lambda: server.query(
@@ -64,66 +81,62 @@ def scraped(exporter: Service, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server.service.stop()
 
 
-def _api(prometheus: Prometheus, path: str, **params: str) -> dict[str, Any]:
-    reply = http("GET", f"{prometheus.service.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
-    body = reply.json()
-    if reply.status != 200 or body.get("status") != "success":
-        return {"error": f"HTTP {reply.status}: {body.get('error', reply.body[:300])}"}
-    data = body["data"]
-    return data if isinstance(data, dict) else {"list": data}
-
-
-def _substitute(expr: str, values: dict[str, str]) -> str:
-    for name, value in BUILTINS.items():
-        expr = expr.replace(name, value)
-    return VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), expr)
-
-
-def _resolve(prometheus: Prometheus, variables: list[dict[str, Any]]) -> dict[str, str]:
-    """Each query variable's values, as a regex alternation, resolving them in order."""
-    values: dict[str, str] = {}
-    now = time.time()
-    for variable in variables:
-        if variable["type"] != "query":
-            continue
-        match = dashboards.LABEL_VALUES.match(_substitute(variable["query"], values))
-        assert match, f"variable {variable['name']}: not a label_values query"
-        series = _api(
-            prometheus,
-            "series",
-            **{"match[]": match["selector"]},
-            start=str(now - WINDOW_S),
-            end=str(now),
-        )
-        found = sorted({s[match["label"]] for s in series.get("list", []) if match["label"] in s})
-        assert found, f"variable {variable['name']} has no values: {series}"
-        values[variable["name"]] = "(" + "|".join(found) + ")"
-    return values
-
-
 @pytest.mark.parametrize("name", list(dashboards.DASHBOARDS))
 def test_every_query_returns_data(scraped: Prometheus, name: str) -> None:
+    """Variables resolve to values; then no panel query fails or comes back empty."""
+    api = preview.Prometheus(scraped.service.url)
     data = json.loads(dashboards.as_json(dashboards.DASHBOARDS[name]()))
-    values = _resolve(scraped, data["templating"]["list"])
-    now = time.time()
+    # Every value of every variable: the panels must have data for what exists, whichever
+    # single GPU instance a user then picks. Fails on a variable without values.
+    values = preview.resolve(api, data, WINDOW_S, every_value=True)
     failures = []
     found = dashboards.queries(data)
     for where, expr in found:
-        query = _substitute(expr, values)
+        query = preview.substitute(expr, values)
         if query.startswith("label_values("):
             continue  # resolved above, with values
         assert "$" not in query, f"{where}: unresolved variable in {query}"
-        result = _api(
-            scraped,
-            "query_range",
-            query=query,
-            start=str(now - WINDOW_S),
-            end=str(now),
-            step=str(STEP_S),
-        )
-        if "error" in result:
-            failures.append(f"{where}: {result['error']}\n    {query}")
-        elif not result["result"]:
+        try:
+            series = api.range(query, WINDOW_S, STEP_S)
+        except preview.PreviewError as error:
+            failures.append(f"{where}: {error}\n    {query}")
+            continue
+        if not series:
             failures.append(f"{where}: no data\n    {query}")
     assert len(found) > 5
     assert not failures, "\n".join(failures)
+
+
+def test_previews_are_drawn_from_prometheus(scraped: Prometheus, tmp_path: Path) -> None:
+    """`migexporter dashboards --preview` draws one non-blank PNG per dashboard."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "migexporter", "dashboards", "--out", str(tmp_path / "json"),
+            "--preview", str(tmp_path / "png"), "--prometheus", scraped.service.url,
+        ],
+        capture_output=True, text=True, timeout=PREVIEW_TIMEOUT_S, check=False,
+        env=exporter_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in dashboards.DASHBOARDS:
+        image = matplotlib.image.imread(tmp_path / "png" / f"{name}.png")
+        height, width = image.shape[:2]
+        assert width > 1000, name
+        assert height > 500, name
+        assert float(image[..., :3].std()) > 0.05, f"{name}.png looks blank"
+
+
+def test_previews_need_a_prometheus(tmp_path: Path) -> None:
+    """No Prometheus at the URL: one line and status 2."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "migexporter", "dashboards", "--out", str(tmp_path),
+            "--preview", str(tmp_path), "--prometheus", f"http://127.0.0.1:{free_port()}",
+        ],
+        capture_output=True, text=True, timeout=PREVIEW_TIMEOUT_S, check=False,
+        env=exporter_env(),
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cannot query Prometheus" in lines[0]
