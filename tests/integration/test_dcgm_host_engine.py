@@ -121,11 +121,13 @@ def test_profiling_limit_leaves_out_what_cannot_be_watched(exporter: Service, qu
             for uuid in uuids
             for field in range(1001, 1006)
         }
-        # Profiling ratios need two samples after a new watch: wait for them to come back.
-        sm_active = 'nvidia_gpu_instance_sm_active_ratio{gpu="0"}'
-        wait_for(lambda: query(sm_active), TIMEOUT_S, what=sm_active)
-        assert query('nvidia_gpu_instance_tensor_active_ratio{gpu="0"}')
-        assert query('nvidia_gpu_instance_sm_occupancy_ratio{gpu="1"}')
+        # Profiling ratios need two samples after a new watch, on every GPU: wait for them.
+        for back in (
+            'nvidia_gpu_instance_sm_active_ratio{gpu="0"}',
+            'nvidia_gpu_instance_tensor_active_ratio{gpu="0"}',
+            'nvidia_gpu_instance_sm_occupancy_ratio{gpu="1"}',
+        ):
+            wait_for(lambda back=back: query(back), TIMEOUT_S, what=back)
         assert query('nvidia_gpu_instance_sm_occupancy_ratio{gpu="0"}') == []
     finally:  # leave the node as the other tests expect it
         exporter.post("/api/sim/fault", {"gpu": 0, "kind": "recover"})
