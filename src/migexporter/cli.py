@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, dashboards, preview
+from migexporter import __version__, alerts, dashboards, preview
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -26,6 +26,7 @@ from migexporter.exposition import BuildInfo
 from migexporter.server import create_app, start_server
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
 
     from aiohttp import web
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["dashboards"]:
         return _dashboards(args[1:])
+    if args[:1] == ["alerts"]:
+        return _alerts(args[1:])
     try:
         config = parse_config(args, os.environ, __version__)
     except ConfigError as error:
@@ -86,19 +89,41 @@ def _dashboards(args: list[str]) -> int:
         metavar="URL",
         help="the Prometheus the previews query (http://localhost:9090)",
     )
-    try:
-        options = parser.parse_args(args)
+
+    def generate(options: argparse.Namespace) -> list[Path]:
         written = dashboards.write(options.out)
         if options.preview is not None:
             written += preview.draw_all(preview.Prometheus(options.prometheus), options.preview)
-        for path in written:
+        return written
+
+    return _generate(parser, args, generate)
+
+
+def _alerts(args: list[str]) -> int:
+    """``migexporter alerts``: write the alert rules and their PrometheusRule."""
+    parser = OneLineParser(
+        prog="migexporter alerts",
+        description="Write the alert rules, generated from the metric and XID catalogs.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("alerts"), help="(alerts)")
+    return _generate(parser, args, lambda options: alerts.write(options.out))
+
+
+def _generate(
+    parser: argparse.ArgumentParser,
+    args: list[str],
+    generate: Callable[[argparse.Namespace], list[Path]],
+) -> int:
+    """Parse ``args``, generate, list what was written; one line and status 2 on bad input."""
+    try:
+        for path in generate(parser.parse_args(args)):
             print(path)  # noqa: T201
     except (ConfigError, preview.PreviewError) as error:
-        print(f"migexporter dashboards: error: {error}", file=sys.stderr)  # noqa: T201
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     except OSError as error:
         where = f"{error.filename}: {error.strerror}"
-        print(f"migexporter dashboards: error: cannot write {where}", file=sys.stderr)  # noqa: T201
+        print(f"{parser.prog}: error: cannot write {where}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     return 0
 

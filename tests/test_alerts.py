@@ -1,0 +1,87 @@
+"""Alert rules: current with the generator, valid for promtool, and every alert unit-tested."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from migexporter import alerts
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "alerts"
+UNIT_TESTS = sorted((COMMITTED / "tests").glob("*.test.yml"))
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("needs promtool: apt-get install prometheus", pytrace=False)
+    return found
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_committed_rules_are_what_the_generator_writes():
+    """Regenerate with `migexporter alerts` when this fails."""
+    assert (COMMITTED / alerts.RULE_FILE).read_text() == alerts.rule_file()
+    assert (COMMITTED / alerts.PROMETHEUS_RULE).read_text() == alerts.prometheus_rule()
+
+
+def test_prometheus_rule_wraps_the_same_groups():
+    manifest = yaml.safe_load((COMMITTED / alerts.PROMETHEUS_RULE).read_text())
+    rules = yaml.safe_load((COMMITTED / alerts.RULE_FILE).read_text())
+    assert manifest["kind"] == "PrometheusRule"
+    assert manifest["spec"]["groups"] == rules["groups"]
+
+
+def test_promtool_accepts_the_rules(tmp_path):
+    done = _run(_promtool(), "check", "rules", str(COMMITTED / alerts.RULE_FILE))
+    assert done.returncode == 0, done.stdout + done.stderr
+    spec = yaml.safe_load((COMMITTED / alerts.PROMETHEUS_RULE).read_text())["spec"]
+    unwrapped = tmp_path / "spec.yml"
+    unwrapped.write_text(yaml.safe_dump(spec))
+    done = _run(_promtool(), "check", "rules", str(unwrapped))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_pass():
+    done = _run(_promtool(), "test", "rules", *map(str, UNIT_TESTS))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_a_test_that_fires_it_and_one_that_keeps_it_silent():
+    fired, silent = set(), set()
+    for path in UNIT_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fired if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for group in alerts.groups() for rule in group["rules"]}
+    assert names - fired == set()
+    assert names - silent == set()
+
+
+def test_every_alert_has_a_runbook_section():
+    runbook = (COMMITTED / "README.md").read_text().lower()
+    for group in alerts.groups():
+        for rule in group["rules"]:
+            assert f"### {rule['alert'].lower()}" in runbook, rule["alert"]
+            assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_cli_writes_the_rules(tmp_path):
+    done = _run(sys.executable, "-m", "migexporter", "alerts", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / alerts.RULE_FILE).read_text() == (COMMITTED / alerts.RULE_FILE).read_text()
+
+
+def test_cli_bad_flag_is_one_line_and_status_2():
+    done = _run(sys.executable, "-m", "migexporter", "alerts", "--nope")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["migexporter alerts: error: unrecognized arguments: --nope"]
