@@ -20,7 +20,7 @@ help:
 	@echo "make run        serve a simulated fleet on :9945 (extra flags: ARGS='--listen :9100')"
 	@echo "make test       lint, format check, type check and all tests, as CI runs them"
 	@echo "make venv       create $(VENV) and install the project with its dev tools"
-	@echo "make deps       install Debian's prometheus for the integration tests (as root)"
+	@echo "make deps       install Debian's prometheus and alertmanager for the tests (as root)"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make fmt        ruff format and ruff check --fix"
 
@@ -48,16 +48,19 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/migexporter --simulate $(ARGS)
 
-# Debian's prometheus: the integration tests scrape the exporter with a real one, and fail
-# (never skip) without it.
+# Debian's prometheus and prometheus-alertmanager: the integration tests scrape the exporter with
+# a real Prometheus and page through a real Alertmanager, and fail (never skip) without them.
 deps:
-	@if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then \
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing="prometheus"; \
+	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	if [ -z "$$missing" ]; then \
 	  :; \
 	elif $(IS_ROOT_WITH_APT); then \
-	  echo "installing Debian's prometheus for the integration tests"; \
-	  apt-get update -q && $(APT_INSTALL) prometheus; \
+	  echo "installing Debian's$$missing for the integration tests"; \
+	  apt-get update -q && $(APT_INSTALL) $$missing; \
 	else \
-	  echo "the integration tests need Prometheus: sudo apt-get install --no-install-recommends prometheus"; \
+	  echo "the integration tests need:$$missing (sudo apt-get install --no-install-recommends$$missing)"; \
 	fi
 
 # -k: one failing check does not hide the others; make still exits non-zero if any failed.

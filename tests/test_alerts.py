@@ -85,3 +85,38 @@ def test_cli_bad_flag_is_one_line_and_status_2():
     done = _run(sys.executable, "-m", "migexporter", "alerts", "--nope")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["migexporter alerts: error: unrecognized arguments: --nope"]
+
+
+def _amtool() -> str:
+    found = shutil.which("amtool")
+    if found is None:
+        pytest.fail("needs amtool: apt-get install prometheus-alertmanager", pytrace=False)
+    return found
+
+
+def test_amtool_accepts_the_alertmanager_example():
+    done = _run(_amtool(), "check-config", str(COMMITTED / "alertmanager.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical", "alertname=MigXid48DoubleBitEcc"], "pager"),
+        (["severity=critical", "alertname=MigGpuLost"], "pager"),
+        (["severity=warning", "alertname=MigXid43GpuStoppedProcessing"], "ticket"),
+        (["severity=info", "alertname=MigInstanceIdle"], "blackhole"),
+        (["alertname=SomethingElse"], "ticket"),
+    ],
+)
+def test_alertmanager_routes(labels, receiver):
+    done = _run(
+        _amtool(),
+        "config",
+        "routes",
+        "test",
+        f"--config.file={COMMITTED / 'alertmanager.yml'}",
+        f"--verify.receivers={receiver}",
+        *labels,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

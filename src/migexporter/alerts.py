@@ -39,7 +39,7 @@ _INSTANCE = (
 )
 
 
-def _xid_events(selector: str, window: str = XID_WINDOW) -> str:
+def _xid_events(selector: str, window: str) -> str:
     """The XID series of ``selector`` that counted an event within ``window``.
 
     Their profile and catalog row are joined in; an event the driver did not attribute to an
@@ -96,17 +96,20 @@ def _codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> str:
     return "|".join(codes)
 
 
-def _xid_alerts() -> list[Alert]:
+def _xid_alerts(window: str, burst_window: str) -> list[Alert]:
     action = "NVIDIA's action: {{ $labels.action }} ({{ $labels.mnemonic }})."
-    burst = (
-        f"sum by ({_GI_KEY}, gpu) (increase({catalog.XID_ERRORS.name}"
-        f'{{xid="43", gpu_instance_id!=""}}[{XID43_BURST_WINDOW}])) >= {XID43_BURST}'
+    counter = f'{catalog.XID_ERRORS.name}{{xid="43", gpu_instance_id!=""}}'
+    # A series born within the window counts its whole value; any other, its increase.
+    events = (
+        f"({counter} unless {counter} offset {burst_window}) * 1"
+        f" or increase({counter}[{burst_window}])"
     )
+    burst = f"sum by ({_GI_KEY}, gpu, xid) ({events}) >= {XID43_BURST}"
     info = catalog.GPU_INSTANCE_INFO.name
     return [
         Alert(
             "MigXid48DoubleBitEcc",
-            _xid_events('xid="48"'),
+            _xid_events('xid="48"', window),
             "critical",
             f"XID 48 (double-bit ECC) on {_WHERE}{_INSTANCE}",
             "Uncorrectable memory error. Cordon the node, drain the instance's workloads, reset "
@@ -118,14 +121,14 @@ def _xid_alerts() -> list[Alert]:
             f"({burst}) * on ({_GI_KEY}) group_left (profile) {info}"
             f" or ({burst}) unless on ({_GI_KEY}) {info}",
             "critical",
-            f"{XID43_BURST}+ XID 43 in {XID43_BURST_WINDOW} on {_WHERE}{_INSTANCE}",
+            f"{XID43_BURST}+ XID 43 in {burst_window} on {_WHERE}{_INSTANCE}",
             "The GPU instance keeps stopping: it is a bad neighbour, not one crashed "
             "application. Drain its workloads and recreate the GPU instance; reset the GPU if "
             "it comes back.",
         ),
         Alert(
             "MigXid43GpuStoppedProcessing",
-            _xid_events('xid="43"'),
+            _xid_events('xid="43"', window),
             "warning",
             f"XID 43 (GPU stopped processing) on {_WHERE}{_INSTANCE}",
             "One application's work was stopped; the GPU stays healthy (NVIDIA: no action on "
@@ -133,14 +136,14 @@ def _xid_alerts() -> list[Alert]:
         ),
         Alert(
             "MigXidCritical",
-            _xid_events(f'xid=~"{_codes(xids.Severity.PAGE, leave_out=(43, 48))}"'),
+            _xid_events(f'xid=~"{_codes(xids.Severity.PAGE, leave_out=(43, 48))}"', window),
             "critical",
             f"XID {{{{ $labels.xid }}}} ({{{{ $labels.mnemonic }}}}) on {_WHERE}{_INSTANCE}",
             f"{{{{ $labels.description }}}}. {action} Act on the GPU now.",
         ),
         Alert(
             "MigXidWarning",
-            _xid_events(f'xid=~"{_codes(xids.Severity.TICKET)}"'),
+            _xid_events(f'xid=~"{_codes(xids.Severity.TICKET)}"', window),
             "warning",
             f"XID {{{{ $labels.xid }}}} ({{{{ $labels.mnemonic }}}}) on {_WHERE}{_INSTANCE}",
             f"{{{{ $labels.description }}}}. {action} Open a ticket; watch for repeats.",
@@ -221,10 +224,13 @@ def _health_alerts() -> list[Alert]:
     ]
 
 
-def groups() -> list[dict[str, Any]]:
-    """The rule groups."""
+def groups(
+    xid_window: str = XID_WINDOW, burst_window: str = XID43_BURST_WINDOW
+) -> list[dict[str, Any]]:
+    """The rule groups; the windows are parameters so that an end-to-end test can shorten them."""
+    xid_rules = [alert.rule() for alert in _xid_alerts(xid_window, burst_window)]
     return [
-        {"name": "migexporter-xid", "rules": [alert.rule() for alert in _xid_alerts()]},
+        {"name": "migexporter-xid", "rules": xid_rules},
         {"name": "migexporter-health", "rules": [alert.rule() for alert in _health_alerts()]},
     ]
 

@@ -266,15 +266,25 @@ def prometheus_binary() -> str:
     return found
 
 
-def start_prometheus(workdir: Path, targets: list[str]) -> Prometheus:
-    """A Prometheus scraping ``targets`` (host:port) every second, storing data in ``workdir``."""
+def start_prometheus(
+    workdir: Path,
+    targets: list[str],
+    *,
+    rule_files: tuple[Path, ...] = (),
+    alertmanagers: tuple[str, ...] = (),
+) -> Prometheus:
+    """A Prometheus scraping ``targets`` (host:port) every second, storing data in ``workdir``;
+    with ``rule_files`` evaluated every second and alerts sent to ``alertmanagers``."""
     binary = prometheus_binary()
     port = free_port()
     # JSON is YAML, and json.dumps quotes every value correctly.
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "migexporter", "static_configs": [{"targets": targets}]}],
+        "rule_files": [str(path) for path in rule_files],
     }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
     config_path = workdir / "prometheus.yml"
     config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     argv = [

@@ -1,0 +1,226 @@
+"""End to end: an XID injected in the simulator pages through a real Prometheus and Alertmanager.
+
+The exporter runs a simulated fleet; Prometheus (1 s scrape and evaluation) loads the generated
+rules, with the XID windows shortened from minutes to seconds so that alerts also resolve within
+the test; Alertmanager runs alerts/alertmanager.yml with its webhook URLs pointed at a receiver
+on loopback and its waits shortened. XID 48 on one GPU instance and a burst of XID 43 on another
+must page with their labels; a single XID 43 elsewhere must only open a ticket; all must resolve.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+from harness import (
+    LOOPBACK,
+    Prometheus,
+    Service,
+    free_port,
+    sim_fleet,
+    start_exporter,
+    start_prometheus,
+    start_service,
+    wait_for,
+)
+
+from migexporter import alerts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FLEET = "h100-80gb:3g.40gb+2g.20gb+1g.10gb*2,h100-80gb:3g.40gb+3g.40gb"
+XID_WINDOW, BURST_WINDOW = "20s", "30s"
+PAGE_TIMEOUT_S = 60.0
+RESOLVE_TIMEOUT_S = 90.0
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback: every Alertmanager notification, with its arrival time."""
+
+    port: int
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def alerts(self, receiver: str) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival, alert) of every alert notified to ``receiver`` so far."""
+        with self.lock:
+            return [
+                (at, alert)
+                for at, path, body in self.received
+                if path == f"/{receiver}"
+                for alert in body["alerts"]
+            ]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    sink = Receiver(free_port())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with sink.lock:
+                sink.received.append((time.monotonic(), self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer((LOOPBACK, sink.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield sink
+    server.shutdown()
+    server.server_close()
+
+
+def _alertmanager(workdir: Path, receiver: Receiver) -> Service:
+    """alerts/alertmanager.yml with its receivers on loopback and waits of a second."""
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
+    config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
+    for entry in config["receivers"]:
+        for hook in entry.get("webhook_configs", []):
+            hook["url"] = f"http://{LOOPBACK}:{receiver.port}/{entry['name']}"
+    path = workdir / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    argv = [
+        ALERTMANAGER,
+        f"--config.file={path}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",  # one instance: no gossip port
+    ]
+    return start_service(
+        "alertmanager",
+        argv,
+        port=port,
+        log_path=workdir / "alertmanager.log",
+        ready_path="/-/ready",
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> Iterator[tuple[Service, Prometheus]]:
+    """Exporter, Prometheus with the generated rules, and Alertmanager, all on loopback."""
+    exporter = start_exporter(tmp_path_factory.mktemp("exporter"), FLEET, "--backend", "nvml")
+    manager = _alertmanager(tmp_path_factory.mktemp("alertmanager"), receiver)
+    workdir = tmp_path_factory.mktemp("prometheus")
+    rules = workdir / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": alerts.groups(XID_WINDOW, BURST_WINDOW)}))
+    prometheus = start_prometheus(
+        workdir,
+        [urllib.parse.urlsplit(exporter.url).netloc],
+        rule_files=(rules,),
+        alertmanagers=(urllib.parse.urlsplit(manager.url).netloc,),
+    )
+    # Rules need a few samples of every series (the page XIDs start at 0) before events.
+    wait_for(
+        lambda: prometheus.query('count_over_time(nvidia_gpu_xid_errors_total{xid="48"}[1m])'),
+        30,
+        until=lambda found: found and min(s.value for s in found) >= 5,
+        what="five samples of the XID series",
+    )
+    yield exporter, prometheus
+    for service in (prometheus.service, manager, exporter):
+        service.stop()
+
+
+def _inject(exporter: Service, gpu: int, gpu_instance_id: int, xid: int) -> None:
+    reply = exporter.post(
+        "/api/sim/xid", {"gpu": gpu, "gpu_instance_id": gpu_instance_id, "xid": xid}
+    )
+    assert 200 <= reply.status < 300, reply.body[:500]
+
+
+def _firing(receiver: Receiver, name: str, route: str) -> list[tuple[float, dict[str, Any]]]:
+    return [
+        (at, alert)
+        for at, alert in receiver.alerts(route)
+        if alert["labels"]["alertname"] == name and alert["status"] == "firing"
+    ]
+
+
+def test_xid_48_and_a_burst_of_xid_43_page_and_a_single_xid_43_opens_a_ticket(
+    stack: tuple[Service, Prometheus], receiver: Receiver
+) -> None:
+    exporter, _ = stack
+    gpus = sim_fleet(exporter)
+    profiles = {
+        (gpu["index"], gi["id"]): gi["profile"] for gpu in gpus for gi in gpu["gpu_instances"]
+    }
+    injected = time.monotonic()
+    _inject(exporter, 0, 1, 48)
+    for _ in range(alerts.XID43_BURST):
+        _inject(exporter, 1, 2, 43)
+    _inject(exporter, 0, 2, 43)
+
+    pages = wait_for(
+        lambda: (
+            _firing(receiver, "MigXid48DoubleBitEcc", "pager")
+            + _firing(receiver, "MigXid43Burst", "pager")
+        ),
+        PAGE_TIMEOUT_S,
+        until=lambda seen: (
+            {a["labels"]["alertname"] for _, a in seen} == {"MigXid48DoubleBitEcc", "MigXid43Burst"}
+        ),
+        interval=0.1,
+        what="the XID 48 and XID 43 burst pages",
+    )
+    for _, alert in pages:
+        labels = alert["labels"]
+        gpu, gi = int(labels["gpu"]), int(labels["gpu_instance_id"])
+        assert labels["gpu_uuid"] == gpus[gpu]["uuid"]
+        assert labels["profile"] == profiles[gpu, gi]
+        assert labels["severity"] == "critical"
+        expected = (0, 1, "48") if labels["alertname"] == "MigXid48DoubleBitEcc" else (1, 2, "43")
+        assert (gpu, gi, labels["xid"]) == expected
+    tickets = wait_for(
+        lambda: _firing(receiver, "MigXid43GpuStoppedProcessing", "ticket"),
+        PAGE_TIMEOUT_S,
+        until=lambda seen: any(
+            a["labels"]["gpu_instance_id"] == "2" and a["labels"]["gpu"] == "0" for _, a in seen
+        ),
+        what="the single XID 43's ticket",
+    )
+    single = [
+        a for _, a in tickets if (a["labels"]["gpu"], a["labels"]["gpu_instance_id"]) == ("0", "2")
+    ]
+    assert single[0]["labels"]["severity"] == "warning"
+    # Nothing about the single XID 43 reached the pager.
+    assert not [
+        a
+        for _, a in receiver.alerts("pager")
+        if (a["labels"].get("gpu"), a["labels"].get("gpu_instance_id")) == ("0", "2")
+    ]
+    latency = {a["labels"]["alertname"]: round(at - injected, 3) for at, a in pages}
+    print(f"injection to page: {json.dumps(latency)}")  # noqa: T201
+
+    resolved = wait_for(
+        lambda: {
+            a["labels"]["alertname"]
+            for _, a in receiver.alerts("pager")
+            if a["status"] == "resolved"
+        },
+        RESOLVE_TIMEOUT_S,
+        until=lambda names: {"MigXid48DoubleBitEcc", "MigXid43Burst"} <= names,
+        what="the pages to resolve once the window has passed",
+    )
+    assert resolved
