@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -91,6 +92,8 @@ def receiver() -> Iterator[Receiver]:
 
 def _alertmanager(workdir: Path, receiver: Receiver) -> Service:
     """alerts/alertmanager.yml with its receivers on loopback and waits of a second."""
+    if not os.access(ALERTMANAGER, os.X_OK):
+        pytest.fail("needs Alertmanager: apt-get install prometheus-alertmanager", pytrace=False)
     config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
     config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
     for entry in config["receivers"]:
