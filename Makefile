@@ -48,12 +48,14 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/migexporter --simulate $(ARGS)
 
-# Debian's prometheus and prometheus-alertmanager: the integration tests scrape the exporter with
-# a real Prometheus and page through a real Alertmanager, and fail (never skip) without them.
+# Debian's prometheus, prometheus-alertmanager and kubernetes-client: the tests scrape the exporter
+# with a real Prometheus, page through a real Alertmanager and render the kustomize base, and fail
+# (never skip) without them.
 deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing="prometheus"; \
 	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	if [ -z "$$missing" ]; then \
 	  :; \
 	elif $(IS_ROOT_WITH_APT); then \

@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, alerts, dashboards, preview
+from migexporter import __version__, alerts, dashboards, kubernetes, preview
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dashboards(args[1:])
     if args[:1] == ["alerts"]:
         return _alerts(args[1:])
+    if args[:1] == ["kubernetes"]:
+        return _kubernetes(args[1:])
     try:
         config = parse_config(args, os.environ, __version__)
     except ConfigError as error:
@@ -107,6 +109,18 @@ def _alerts(args: list[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("alerts"), help="(alerts)")
     return _generate(parser, args, lambda options: alerts.write(options.out))
+
+
+def _kubernetes(args: list[str]) -> int:
+    """``migexporter kubernetes``: write the kustomize base."""
+    parser = OneLineParser(
+        prog="migexporter kubernetes",
+        description="Write the Kubernetes kustomize base, with the rules and dashboards in it.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("deploy/kubernetes"), help="(deploy/kubernetes)"
+    )
+    return _generate(parser, args, lambda options: kubernetes.write(options.out))
 
 
 def _generate(

@@ -1,0 +1,100 @@
+"""The kustomize base: current with its generator, rendered by kubectl, every object valid."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from migexporter import alerts, dashboards, kubernetes
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "deploy" / "kubernetes"
+KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate, checked offline
+CORE_KINDS = {"DaemonSet", "Service", "ConfigMap"}
+
+
+def test_committed_base_is_what_the_generator_writes():
+    """Regenerate with `migexporter kubernetes` when this fails."""
+    expected = kubernetes.files()
+    committed = {str(p.relative_to(BASE)) for p in BASE.rglob("*") if p.is_file()}
+    assert committed == set(expected)
+    for name, text in expected.items():
+        assert (BASE / name).read_text() == text, name
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    """The objects `kubectl kustomize` renders from the base, by kind."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("needs kubectl: apt-get install kubernetes-client", pytrace=False)
+    done = subprocess.run(
+        [kubectl, "kustomize", str(BASE)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    objects = list(yaml.safe_load_all(done.stdout))
+    by_kind = {obj["kind"]: obj for obj in objects}
+    assert len(by_kind) == len(objects)
+    assert set(by_kind) == CORE_KINDS | {"ServiceMonitor", "PrometheusRule"}
+    return by_kind
+
+
+@pytest.mark.parametrize("kind", sorted(CORE_KINDS))
+def test_core_objects_are_valid(rendered, kind):
+    kubernetes_validate.validate(rendered[kind], KUBERNETES_VERSION, strict=True)
+
+
+def test_daemonset_runs_on_gpu_nodes_with_only_sys_admin(rendered):
+    pod = rendered["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert security["allowPrivilegeEscalation"] is False
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert container["resources"]["limits"]["memory"]
+    (mount,) = container["volumeMounts"]
+    assert mount == {
+        "name": "pod-resources",
+        "mountPath": "/var/lib/kubelet/pod-resources",
+        "readOnly": True,
+    }
+
+
+def test_service_monitor_scrapes_the_service_port(rendered):
+    service, monitor = rendered["Service"], rendered["ServiceMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"] == service["metadata"]["labels"]
+    ports = {port["name"] for port in service["spec"]["ports"]}
+    assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} <= ports
+    assert (
+        service["spec"]["selector"]
+        == rendered["DaemonSet"]["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+def test_prometheus_rule_and_dashboards_are_the_generated_ones(rendered):
+    assert rendered["PrometheusRule"]["spec"]["groups"] == alerts.groups()
+    config_map = rendered["ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(config_map["data"]) == {f"{name}.json" for name in dashboards.DASHBOARDS}
+
+
+def test_cli_writes_the_base(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "migexporter", "kubernetes", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "daemonset.yaml").read_text() == (BASE / "daemonset.yaml").read_text()
