@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_run import run_cli
 from migexporter import alerts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,13 +76,13 @@ def test_every_alert_has_a_runbook_section():
 
 
 def test_cli_writes_the_rules(tmp_path):
-    done = _run(sys.executable, "-m", "migexporter", "alerts", "--out", str(tmp_path))
+    done = run_cli("alerts", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / alerts.RULE_FILE).read_text() == (COMMITTED / alerts.RULE_FILE).read_text()
 
 
 def test_cli_bad_flag_is_one_line_and_status_2():
-    done = _run(sys.executable, "-m", "migexporter", "alerts", "--nope")
+    done = run_cli("alerts", "--nope")
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["migexporter alerts: error: unrecognized arguments: --nope"]
 

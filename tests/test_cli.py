@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
+from cli_run import run_cli
+
+if TYPE_CHECKING:
+    import subprocess
+
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "migexporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/nonexistent"},
-    )
+    """The command line without an NVIDIA driver in reach."""
+    env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/nonexistent"}
+    return run_cli(*args, timeout=timeout, env=env)
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -119,6 +119,15 @@ def _counted(collector: Collector, name: str) -> dict[tuple[tuple[str, str], ...
     return {k: v for k, v in _values(collector, name).items() if v > 0}
 
 
+async def test_the_next_render_gzips_what_scrapers_asked_for():
+    """A format asked for gzipped is compressed by the next render, not by the next scrape."""
+    collector = Collector(StubBackend(gpus=_gpus()), BuildInfo("test"))  # not started: no renders
+    assert collector.exposition.gzipped_formats() == frozenset()
+    collector.exposition.body(openmetrics=True, gzipped=True)
+    await collector._render()
+    assert collector.exposition.gzipped_formats() == {True}
+
+
 async def test_page_xids_start_at_zero_on_every_gpu(running):
     """Before any event each GPU shows every page-severity XID, uncorrected ECC and
     unavailable series at 0 (unattributed), so the first event is an increase."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_run import run_cli
 from migexporter import catalog, dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +29,7 @@ def test_committed_json_is_what_the_generator_writes(name):
 
 
 def test_cli_writes_the_three_dashboards(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "migexporter", "dashboards", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("dashboards", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     for name in dashboards.DASHBOARDS:
         assert (tmp_path / f"{name}.json").read_text() == (COMMITTED / f"{name}.json").read_text()
@@ -46,12 +40,7 @@ def test_cli_writes_the_three_dashboards(tmp_path):
     [(["--bogus"], "unrecognized arguments"), (["--out", "/proc/no/such"], "cannot write")],
 )
 def test_cli_bad_input_is_one_line_and_status_2(args, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "migexporter", "dashboards", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("dashboards", *args)
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr

@@ -204,6 +204,16 @@ def test_render_is_byte_for_byte_what_prometheus_client_writes(changes):
     assert exposition.openmetrics == openmetrics.generate_latest(snapshot)
 
 
+def test_render_gzips_only_the_formats_asked_for():
+    snapshot = _snapshot()
+    assert render(snapshot).gzipped_formats() == frozenset()
+    exposition = render(snapshot, [True])
+    assert exposition.gzipped_formats() == {True}
+    assert (
+        gzip.decompress(exposition.body(openmetrics=True, gzipped=True)) == exposition.openmetrics
+    )
+
+
 def test_values_changing_between_renders_are_printed_anew():
     """Lines kept from the last render are reused only for an identical value: a change, a
     signed zero and NaN are each printed as prometheus-client prints them."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from cli_run import run_cli
 from migexporter import alerts, dashboards, kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +90,6 @@ def test_prometheus_rule_and_dashboards_are_the_generated_ones(rendered):
 
 
 def test_cli_writes_the_base(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "migexporter", "kubernetes", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_cli("kubernetes", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "daemonset.yaml").read_text() == (BASE / "daemonset.yaml").read_text()

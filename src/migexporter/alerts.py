@@ -39,25 +39,31 @@ _INSTANCE = (
 )
 
 
-def _xid_events(selector: str, window: str) -> str:
-    """The XID series of ``selector`` that counted an event within ``window``.
+def _events(selector: str, window: str) -> str:
+    """XID events of ``selector`` within ``window``, per series.
 
-    Their profile and catalog row are joined in; an event the driver did not attribute to an
-    instance (or on an instance since destroyed) keeps no profile label.
+    A series that existed before the window counts its increase; one born within it, its whole
+    value ("* 1" drops the metric name, so that both branches carry the same label sets).
     """
     counter = f"{catalog.XID_ERRORS.name}{{{selector}}}"
-    # "* 1" drops the metric name, so both branches carry the same label sets.
-    events = (
-        f"(increase({counter}[{window}]) > 0"
-        f" or ({counter} > 0 unless {counter} offset {window}) * 1)"
-    )
+    return f"({counter} unless {counter} offset {window}) * 1 or increase({counter}[{window}])"
+
+
+def _with_profile(expr: str) -> str:
+    """``expr`` with its GPU instance's profile joined in.
+
+    A series the driver did not attribute to an instance (or of an instance since destroyed)
+    keeps no profile label.
+    """
     info = catalog.GPU_INSTANCE_INFO.name
-    with_profile = (
-        f"({events} * on ({_GI_KEY}) group_left (profile) {info}"
-        f" or {events} unless on ({_GI_KEY}) {info})"
-    )
+    joined = f"({expr}) * on ({_GI_KEY}) group_left (profile) {info}"
+    return f"({joined} or ({expr}) unless on ({_GI_KEY}) {info})"
+
+
+def _xid_events(selector: str, window: str) -> str:
+    """The XID series of ``selector`` with an event within ``window``, profile and catalog row."""
     return (
-        f"{with_profile} * on (instance, xid)"
+        f"{_with_profile(f'({_events(selector, window)}) > 0')} * on (instance, xid)"
         f" group_left (mnemonic, description, action) {catalog.XID_INFO.name}"
     )
 
@@ -98,14 +104,8 @@ def _codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> str:
 
 def _xid_alerts(window: str, burst_window: str) -> list[Alert]:
     action = "NVIDIA's action: {{ $labels.action }} ({{ $labels.mnemonic }})."
-    counter = f'{catalog.XID_ERRORS.name}{{xid="43", gpu_instance_id!=""}}'
-    # A series born within the window counts its whole value; any other, its increase.
-    events = (
-        f"({counter} unless {counter} offset {burst_window}) * 1"
-        f" or increase({counter}[{burst_window}])"
-    )
-    burst = f"sum by ({_GI_KEY}, gpu, xid) ({events}) >= {XID43_BURST}"
-    info = catalog.GPU_INSTANCE_INFO.name
+    attributed_43 = _events('xid="43", gpu_instance_id!=""', burst_window)
+    burst = f"sum by ({_GI_KEY}, gpu, xid) ({attributed_43}) >= {XID43_BURST}"
     return [
         Alert(
             "MigXid48DoubleBitEcc",
@@ -118,8 +118,7 @@ def _xid_alerts(window: str, burst_window: str) -> list[Alert]:
         ),
         Alert(
             "MigXid43Burst",
-            f"({burst}) * on ({_GI_KEY}) group_left (profile) {info}"
-            f" or ({burst}) unless on ({_GI_KEY}) {info}",
+            _with_profile(burst),
             "critical",
             f"{XID43_BURST}+ XID 43 in {burst_window} on {_WHERE}{_INSTANCE}",
             "The GPU instance keeps stopping: it is a bad neighbour, not one crashed "

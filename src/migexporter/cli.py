@@ -46,12 +46,9 @@ class StartupError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; return the process exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["dashboards"]:
-        return _dashboards(args[1:])
-    if args[:1] == ["alerts"]:
-        return _alerts(args[1:])
-    if args[:1] == ["kubernetes"]:
-        return _kubernetes(args[1:])
+    generator = _GENERATORS.get(args[0]) if args else None
+    if generator is not None:
+        return generator(args[1:])
     try:
         config = parse_config(args, os.environ, __version__)
     except ConfigError as error:
@@ -121,6 +118,14 @@ def _kubernetes(args: list[str]) -> int:
         "--out", type=Path, default=Path("deploy/kubernetes"), help="(deploy/kubernetes)"
     )
     return _generate(parser, args, lambda options: kubernetes.write(options.out))
+
+
+# Subcommands that write generated files; without one, the command serves metrics.
+_GENERATORS: dict[str, Callable[[list[str]], int]] = {
+    "dashboards": _dashboards,
+    "alerts": _alerts,
+    "kubernetes": _kubernetes,
+}
 
 
 def _generate(

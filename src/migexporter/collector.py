@@ -391,7 +391,9 @@ class Collector:
         while self._dirty:
             self._dirty = False
             snapshot = self.snapshot()  # taken on the loop: consistent with the counters
-            self.exposition = await asyncio.to_thread(render, snapshot)
+            # Gzip what scrapers asked of the last exposition, in the render thread.
+            asked = self.exposition.gzipped_formats()
+            self.exposition = await asyncio.to_thread(render, snapshot, asked)
 
 
 def _series(event: DeviceEvent) -> tuple[catalog.Metric, str]:

@@ -159,6 +159,20 @@ def _stat(title: str, description: str, expr: str, unit: str = "short") -> g.Sta
     )
 
 
+def _up_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
+    """A 0/1 series over time, shown as up (green) and down (red)."""
+    return g.StateTimeline(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=[target],
+        mappings=[
+            {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
+            {"type": "value", "options": {"0": {"text": "down", "color": "red"}}},
+        ],
+    )
+
+
 def _table(title: str, description: str, targets: list[g.Target], unit: str = "short") -> g.Table:
     """An instant table; several queries are merged into one row per series."""
     return g.Table(
@@ -378,15 +392,8 @@ def fleet() -> g.Dashboard:
     )
     grid.add(_metric_panel(catalog.GPU_SM_CLOCK, "SM clock", FLEET, GPU_LEGEND), 8)
     grid.add(
-        g.StateTimeline(
-            title="GPU up",
-            description=catalog.GPU_UP.help,
-            dataSource=DATASOURCE,
-            targets=[_target(_series(catalog.GPU_UP, **FLEET), GPU_LEGEND)],
-            mappings=[
-                {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
-                {"type": "value", "options": {"0": {"text": "down", "color": "red"}}},
-            ],
+        _up_timeline(
+            "GPU up", catalog.GPU_UP.help, _target(_series(catalog.GPU_UP, **FLEET), GPU_LEGEND)
         ),
         24,
         6,
@@ -570,29 +577,19 @@ def exporter() -> g.Dashboard:
     node = {"instance": "$node"}
     grid.row("Exporter")
     grid.add(
-        g.StateTimeline(
-            title="Target up",
-            description="Whether Prometheus could scrape the exporter (its up series).",
-            dataSource=DATASOURCE,
-            targets=[_target(f"up{_selector(**node)}", "{{instance}}")],
-            mappings=[
-                {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
-                {"type": "value", "options": {"0": {"text": "down", "color": "red"}}},
-            ],
+        _up_timeline(
+            "Target up",
+            "Whether Prometheus could scrape the exporter (its up series).",
+            _target(f"up{_selector(**node)}", "{{instance}}"),
         ),
         12,
         6,
     )
     grid.add(
-        g.StateTimeline(
-            title="Backend up",
-            description=catalog.BACKEND_UP.help,
-            dataSource=DATASOURCE,
-            targets=[_target(_series(catalog.BACKEND_UP, **node), "{{instance}} {{backend}}")],
-            mappings=[
-                {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
-                {"type": "value", "options": {"0": {"text": "down", "color": "red"}}},
-            ],
+        _up_timeline(
+            "Backend up",
+            catalog.BACKEND_UP.help,
+            _target(_series(catalog.BACKEND_UP, **node), "{{instance}} {{backend}}"),
         ),
         12,
         6,

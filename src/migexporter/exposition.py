@@ -224,8 +224,9 @@ def _event_order(item: tuple[EventKey, EventCount]) -> tuple[str, tuple[str, ...
 class Exposition:
     """The response bodies of one snapshot, rendered once and served many times.
 
-    A gzipped body is compressed on its first request and kept: Prometheus asks for one format,
-    gzipped, so compressing both formats on every cycle would mostly be thrown away.
+    Only the gzipped formats that scrapers ask for are compressed: Prometheus asks for one, so
+    compressing both on every cycle would mostly be thrown away. ``render`` compresses those
+    asked of the previous snapshot; any other is compressed on its first request and kept.
     """
 
     text: bytes
@@ -243,9 +244,13 @@ class Exposition:
             body = self._gzipped[openmetrics] = gzip.compress(plain, 1, mtime=0)
         return body
 
+    def gzipped_formats(self) -> frozenset[bool]:
+        """The formats (``openmetrics`` true or false) asked for gzipped so far."""
+        return frozenset(self._gzipped)
 
-def render(snapshot: Snapshot) -> Exposition:
-    """Render a snapshot in both formats, plain and gzipped.
+
+def render(snapshot: Snapshot, gzipped: Iterable[bool] = ()) -> Exposition:
+    """Render a snapshot in both formats, and gzip the formats of ``gzipped``.
 
     prometheus-client's generate_latest takes ~20 ms for 8 GPUs x 7 instances, in a thread that
     holds the interpreter lock while scrapes wait. Sample lines are the same in both formats,
@@ -260,7 +265,10 @@ def render(snapshot: Snapshot) -> Exposition:
         text_parts += (text_header, lines)
         om_parts += (om_header, lines)
     om_parts.append("# EOF\n")
-    return Exposition("".join(text_parts).encode(), "".join(om_parts).encode())
+    exposition = Exposition("".join(text_parts).encode(), "".join(om_parts).encode())
+    for om in gzipped:  # here, in the render thread, rather than on a scrape
+        exposition.body(openmetrics=om, gzipped=True)
+    return exposition
 
 
 @functools.cache

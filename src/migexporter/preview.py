@@ -129,6 +129,19 @@ def _scaled(unit: str) -> tuple[float, str]:
     }.get(unit, (1.0, ""))
 
 
+def _state_color(defaults: dict[str, Any], value: float) -> str:
+    """The colour Grafana gives ``value``: its value mapping, else its threshold step."""
+    for mapping in defaults.get("mappings", []):
+        for key, shown in mapping.get("options", {}).items():
+            if float(key) == value:
+                return "none" if shown["color"] == "transparent" else str(shown["color"])
+    color = "gray"
+    for step in defaults.get("thresholds", {}).get("steps", []):
+        if step["value"] is None or value >= step["value"]:
+            color = step["color"]
+    return color
+
+
 def _unit(panel: dict[str, Any]) -> str:
     unit: str = panel.get("fieldConfig", {}).get("defaults", {}).get("unit") or ""
     return unit or str(panel.get("format") or panel.get("options", {}).get("unit") or "")
@@ -194,12 +207,11 @@ class _Panel:
             for target, series in self.results
             for s in series[:MAX_SERIES]
         ]
+        defaults = self.panel.get("fieldConfig", {}).get("defaults", {})
         for y, (_, values) in enumerate(rows):
             for t, v in values:
-                bad = float(v) > 0 if "up" not in self.panel["title"].lower() else float(v) < 1
-                self.axes.barh(
-                    y, self.step_s, left=float(t) - time.time(), color="#d44" if bad else "#4a4"
-                )
+                color = _state_color(defaults, float(v))
+                self.axes.barh(y, self.step_s, left=float(t) - time.time(), color=color)
         self.axes.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=6)
         self.axes.tick_params(labelsize=7)
 

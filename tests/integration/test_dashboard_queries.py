@@ -11,8 +11,6 @@ range query over the last minute and must neither fail nor come back empty.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +27,7 @@ from harness import (
     wait_for,
 )
 
+from cli_run import run_cli
 from migexporter import catalog, dashboards, preview
 
 if TYPE_CHECKING:
@@ -109,13 +108,10 @@ def test_every_query_returns_data(scraped: Prometheus, name: str) -> None:
 
 def test_previews_are_drawn_from_prometheus(scraped: Prometheus, tmp_path: Path) -> None:
     """`migexporter dashboards --preview` draws one non-blank PNG per dashboard."""
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "migexporter", "dashboards", "--out", str(tmp_path / "json"),
-            "--preview", str(tmp_path / "png"), "--prometheus", scraped.service.url,
-        ],
-        capture_output=True, text=True, timeout=PREVIEW_TIMEOUT_S, check=False,
-        env=exporter_env(),
+    done = run_cli(
+        "dashboards", "--out", str(tmp_path / "json"),
+        "--preview", str(tmp_path / "png"), "--prometheus", scraped.service.url,
+        timeout=PREVIEW_TIMEOUT_S, env=exporter_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for name in dashboards.DASHBOARDS:
@@ -128,13 +124,10 @@ def test_previews_are_drawn_from_prometheus(scraped: Prometheus, tmp_path: Path)
 
 def test_previews_need_a_prometheus(tmp_path: Path) -> None:
     """No Prometheus at the URL: one line and status 2."""
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "migexporter", "dashboards", "--out", str(tmp_path),
-            "--preview", str(tmp_path), "--prometheus", f"http://127.0.0.1:{free_port()}",
-        ],
-        capture_output=True, text=True, timeout=PREVIEW_TIMEOUT_S, check=False,
-        env=exporter_env(),
+    done = run_cli(
+        "dashboards", "--out", str(tmp_path),
+        "--preview", str(tmp_path), "--prometheus", f"http://127.0.0.1:{free_port()}",
+        timeout=PREVIEW_TIMEOUT_S, env=exporter_env(),
     )  # fmt: skip
     assert done.returncode == 2
     lines = done.stderr.splitlines()
