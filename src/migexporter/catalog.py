@@ -28,19 +28,27 @@ class Kind(enum.Enum):
     INFO = "info"
 
 
+# Set from the kubelet's pod-resources API on Kubernetes (see ``pods``); a series shows them only
+# while its instance is allocated to a container, so they are empty, hence absent, elsewhere.
+POD_LABELS: tuple[str, ...] = ("namespace", "pod", "container")
+
 SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
     Scope.GPU: ("gpu", "gpu_uuid"),
-    Scope.GPU_INSTANCE: ("gpu", "gpu_uuid", "gpu_instance_id", "profile"),
+    Scope.GPU_INSTANCE: ("gpu", "gpu_uuid", "gpu_instance_id", "profile", *POD_LABELS),
     Scope.COMPUTE_INSTANCE: (
         "gpu",
         "gpu_uuid",
         "gpu_instance_id",
         "compute_instance_id",
         "profile",
+        *POD_LABELS,
     ),
-    Scope.EVENT: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id"),
+    Scope.EVENT: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id", *POD_LABELS),
     Scope.EXPORTER: (),
 }
+# Labels left out of a series when empty, rather than printed as "": the same to Prometheus,
+# and most series on a node outside Kubernetes would otherwise carry three empty labels.
+OPTIONAL_LABELS: frozenset[str] = frozenset(POD_LABELS)
 
 
 @dataclass(frozen=True, eq=False)  # each family is one object: identity hashing is cheap
@@ -332,7 +340,8 @@ XID_ERRORS = Metric(
     C,
     Scope.EVENT,
     "XID errors reported by the driver, one per event. Instance ids are empty when the driver "
-    "did not attribute the event to a MIG instance. Page-severity XIDs start at 0 on every GPU.",
+    "did not attribute the event to a MIG instance; pod labels name the container that held the "
+    "instance when it happened. Page-severity XIDs start at 0 on every GPU.",
     extra_labels=("xid",),
     dcgm_field=230,
 )
@@ -411,6 +420,14 @@ XID_INFO = Metric(
     "The XID catalog: NVIDIA's mnemonic, description and immediate action, and our severity "
     "(page, ticket, info), for joining on the xid label; value is always 1.",
     extra_labels=("xid", "mnemonic", "description", "action", "severity"),
+)
+POD_RESOURCES_UP = Metric(
+    "migexporter_pod_resources_up",
+    G,
+    Scope.EXPORTER,
+    "1 when the kubelet's pod-resources API answered the latest refresh, 0 when it did not "
+    "(pod labels go once its last answer is older than --pod-max-age); absent when pod "
+    "attribution is off.",
 )
 LAST_COLLECT = Metric(
     "migexporter_last_collect_timestamp_seconds",

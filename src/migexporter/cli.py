@@ -23,6 +23,7 @@ from migexporter.backends.nvml import NvmlBackend
 from migexporter.collector import Collector
 from migexporter.config import Config, ConfigError, OneLineParser, parse_config
 from migexporter.exposition import BuildInfo
+from migexporter.pods import PodResourcesWatcher
 from migexporter.server import create_app, start_server
 
 if TYPE_CHECKING:
@@ -225,11 +226,18 @@ async def serve(config: Config) -> None:
         nvml = import_module("pynvml")
     backend = await _choose_backend(config, nvml, fleet is not None)
     bindings_version = "simulated" if fleet else _bindings_version()
+    pods = None
+    if config.pod_resources_socket is not None:
+        pods = PodResourcesWatcher(
+            config.pod_resources_socket, refresh=config.pod_refresh, max_age=config.pod_max_age
+        )
+        await pods.refresh()  # the first exposition already carries the pods the kubelet knows
     collector = Collector(
         backend,
         BuildInfo(__version__, bindings_version),
         interval=config.interval,
         topology_refresh=config.topology_refresh,
+        pods=pods,
     )
     try:
         await collector.start()
@@ -242,6 +250,8 @@ async def serve(config: Config) -> None:
         ) from error
     app = create_app(collector)
     background: list[asyncio.Task[None]] = []
+    if pods is not None:
+        background.append(asyncio.create_task(pods.run(), name="migexporter-pods"))
     if fleet is not None:
         _add_simulation(app, fleet, scenario, background)
     host, port = config.listen

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 
 from migexporter import catalog, xids
 from migexporter.backends.base import (
@@ -37,6 +37,7 @@ from migexporter.exposition import (
     Snapshot,
     render,
 )
+from migexporter.pods import NO_OWNER, Labels, PodMap
 from migexporter.topology import Gpu, Topology, diff
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_NO_PODS = PodMap()
 
 RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
 EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
@@ -65,6 +67,19 @@ class RecordedEvent:
     gpu: str
     mig_uuid: str
     profile: str
+    owner: Labels = NO_OWNER
+
+
+class PodSource(Protocol):
+    """Where pod attribution comes from (``pods.PodResourcesWatcher``)."""
+
+    @property
+    def current(self) -> PodMap:
+        """The devices held by containers, as last known."""
+
+    @property
+    def up(self) -> bool | None:
+        """Whether the last refresh answered; None when attribution is off."""
 
 
 class LateError(Exception):
@@ -91,19 +106,22 @@ class Collector:
         build: what the build-info series reports.
         interval: seconds between sampling cycles.
         topology_refresh: seconds between re-enumerations when no MIG event asks for one.
+        pods: who holds which device, for the pod labels; None outside Kubernetes.
         clock: wall clock for timestamps (injectable for tests).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (the settings after build are keyword-only)
         self,
         backend: Backend,
         build: BuildInfo,
         *,
         interval: float = 1.0,
         topology_refresh: float = 10.0,
+        pods: PodSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
+        self._pods = pods
         self._build = build
         self._interval = interval
         self._topology_refresh = topology_refresh
@@ -340,20 +358,27 @@ class Collector:
         """One more on the event's series, and a line in /api/events."""
         metric, detail = _series(event)
         gpu = self.topology.gpu(event.gpu_uuid)
-        key = EventKey(
-            metric, event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, detail
-        )
-        seen = self._counts.get(key)
-        index = seen.gpu if seen else (str(gpu.index) if gpu else "")
-        self._counts[key] = EventCount(index, (seen.count if seen else 0) + 1, event.time)
         gi = (
             gpu.gpu_instance(event.gpu_instance_id)
             if gpu and event.gpu_instance_id is not None
             else None
         )
-        self.events.appendleft(
-            RecordedEvent(event, index, gi.mig_uuid if gi else "", gi.profile if gi else "")
+        cis = gi.compute_instances if gi else ()
+        ci = next((c for c in cis if c.id == event.compute_instance_id), None)
+        # Whoever holds the instance now, when the event arrives, is charged with it for good.
+        owner = self._pod_map().labels(gpu, gi, ci) if gpu else NO_OWNER
+        key = EventKey(
+            metric, event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, detail, owner
         )
+        seen = self._counts.get(key)
+        index = seen.gpu if seen else (str(gpu.index) if gpu else "")
+        self._counts[key] = EventCount(index, (seen.count if seen else 0) + 1, event.time)
+        self.events.appendleft(
+            RecordedEvent(event, index, gi.mig_uuid if gi else "", gi.profile if gi else "", owner)
+        )
+
+    def _pod_map(self) -> PodMap:
+        return self._pods.current if self._pods is not None else _NO_PODS
 
     # --- exposition -----------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -369,6 +394,8 @@ class Collector:
             last_collect=self._last_collect,
             errors=dict(self._errors),
             events=self._event_counts(),
+            pods=self._pod_map(),
+            pod_resources_up=self._pods.up if self._pods is not None else None,
         )
 
     def _event_counts(self) -> dict[EventKey, EventCount]:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
+from migexporter.pods import DEFAULT_SOCKET
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
@@ -40,6 +42,9 @@ class Config:
     dcgm_address: str | None = None
     interval: float = 1.0
     topology_refresh: float = 10.0
+    pod_resources_socket: str | None = DEFAULT_SOCKET  # None: pod attribution off
+    pod_refresh: float = 10.0
+    pod_max_age: float = 60.0
     log_level: str = "info"
     config: str | None = None
 
@@ -98,6 +103,15 @@ def parse_dcgm_address(text: str) -> str:
 def _directory(text: str) -> str:
     if not Path(text).is_dir():
         raise ValueError(f"{text!r} is not a directory")
+    return text
+
+
+def _socket_path(text: str) -> str | None:
+    text = text.strip()
+    if text.lower() in {"", "off", "none", "false"}:
+        return None
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} is not an absolute path (or 'off')")
     return text
 
 
@@ -172,6 +186,26 @@ OPTIONS: tuple[Option, ...] = (
         "topology_refresh",
         _bounded(MIN_INTERVAL_S, 86400),
         "how often to re-enumerate GPUs and MIG instances even without a MIG event (10s)",
+        "DURATION",
+    ),
+    Option(
+        "pod_resources_socket",
+        _socket_path,
+        "the kubelet's pod-resources socket, for namespace/pod/container labels on MIG instances "
+        f"and XIDs; 'off' disables them ({DEFAULT_SOCKET}; off by itself where it is absent)",
+        "PATH|off",
+    ),
+    Option(
+        "pod_refresh",
+        _bounded(0.1, 3600),
+        "how often to ask the kubelet which pods hold which devices (10s)",
+        "DURATION",
+    ),
+    Option(
+        "pod_max_age",
+        _bounded(0.1, 86400),
+        "how long the last answer still labels series once the kubelet stops answering; "
+        "at least --pod-refresh (60s)",
         "DURATION",
     ),
     Option("log_level", _choice(LOG_LEVELS), "log verbosity (info)", "|".join(LOG_LEVELS)),
@@ -260,4 +294,10 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str =
             except ValueError as error:
                 raise ConfigError(f"{source}: {error}") from error
     known = {f.name for f in fields(Config)}
-    return Config(config=config_path, **{k: v for k, v in values.items() if k in known})
+    config = Config(config=config_path, **{k: v for k, v in values.items() if k in known})
+    if config.pod_max_age < config.pod_refresh:
+        raise ConfigError(
+            f"pod max age {config.pod_max_age:g}s is shorter than pod refresh "
+            f"{config.pod_refresh:g}s: every map would age out before the next one"
+        )
+    return config

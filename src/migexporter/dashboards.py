@@ -479,7 +479,8 @@ def instance() -> g.Dashboard:
     grid.add(
         _table(
             "Instance",
-            "Profile, slices, SMs, placement and MIG device UUID of the GPU instance.",
+            "Profile, slices, SMs, placement and MIG device UUID of the GPU instance; on "
+            "Kubernetes also the namespace, pod and container that hold it.",
             [_target(gi, table=True)],
         ),
         24,

@@ -16,6 +16,7 @@ from prometheus_client.utils import floatToGoString
 
 from migexporter import catalog, xids
 from migexporter.catalog import Kind, Metric
+from migexporter.pods import NO_OWNER, Labels, PodMap
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from migexporter.backends.base import GpuSample, Readings
     from migexporter.topology import Gpu, GpuInstance, Topology
 
+OPTIONAL = catalog.OPTIONAL_LABELS
 TEXT = CONTENT_TYPE_LATEST
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
 
@@ -38,6 +40,7 @@ class EventKey:
     gpu_instance_id: int | None
     compute_instance_id: int | None
     detail: str = ""  # the XID, ECC error type or recovery action; "" for families without one
+    owner: Labels = NO_OWNER  # namespace, pod, container holding the instance at the time
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Snapshot:
     last_collect: float | None = None
     errors: Mapping[str, int] = field(default_factory=dict)  # by GPU uuid; "" backend-wide
     events: Mapping[EventKey, EventCount] = field(default_factory=dict)
+    pods: PodMap = field(default_factory=PodMap)
+    pod_resources_up: bool | None = None  # None: pod attribution is off
 
     def collect(self) -> Iterator[Family]:
         """prometheus_client's Collector protocol: yield every family, catalog order."""
@@ -115,13 +120,15 @@ def _family(metric: Metric, series: Iterable[_Series]) -> Family:
         for values, _ in series:
             extra = dict(zip(metric.extra_labels, values[scope_count:], strict=True))
             family.add_metric(list(values[:scope_count]), extra)
-        return family
-    if metric.kind is Kind.COUNTER:
-        family = CounterMetricFamily(metric.name, metric.help, labels=labels, unit=unit)
     else:
-        family = GaugeMetricFamily(metric.name, metric.help, labels=labels, unit=unit)
-    for values, value in series:
-        family.add_metric(list(values), value)
+        kind = CounterMetricFamily if metric.kind is Kind.COUNTER else GaugeMetricFamily
+        family = kind(metric.name, metric.help, labels=labels, unit=unit)
+        for values, value in series:
+            family.add_metric(list(values), value)
+    family.samples = [
+        sample._replace(labels={k: v for k, v in sample.labels.items() if v or k not in OPTIONAL})
+        for sample in family.samples
+    ]
     return family
 
 
@@ -129,8 +136,8 @@ def _gpu_labels(gpu: Gpu) -> tuple[str, ...]:
     return (str(gpu.index), gpu.uuid)
 
 
-def _gi_labels(gpu: Gpu, gi: GpuInstance) -> tuple[str, ...]:
-    return (str(gpu.index), gpu.uuid, str(gi.id), gi.profile)
+def _gi_labels(gpu: Gpu, gi: GpuInstance, pods: PodMap) -> tuple[str, ...]:
+    return (str(gpu.index), gpu.uuid, str(gi.id), gi.profile, *pods.labels(gpu, gi))
 
 
 def _collect(snapshot: Snapshot) -> _Collected:
@@ -147,6 +154,8 @@ def _collect(snapshot: Snapshot) -> _Collected:
         out.add(catalog.LAST_COLLECT, (backend,), snapshot.last_collect)
     for uuid, count in sorted(snapshot.errors.items()):
         out.add(catalog.COLLECT_ERRORS, (backend, uuid), count)
+    if snapshot.pod_resources_up is not None:
+        out.add(catalog.POD_RESOURCES_UP, (), float(snapshot.pod_resources_up))
     for code, row in sorted(xids.CATALOG.items()):
         row_labels = (str(code), row.mnemonic, row.description, row.action, row.severity.value)
         out.add(catalog.XID_INFO, row_labels, 1)
@@ -180,7 +189,7 @@ def _add_gpu(out: _Collected, snapshot: Snapshot, gpu: Gpu) -> None:
         out.add(catalog.GPU_MIG_SLICES_CAPACITY, identity, gpu.mig_slices_total)
         out.add(catalog.GPU_MIG_SLICES_USED, identity, gpu.mig_slices_used)
     for gi in gpu.gpu_instances:
-        gi_identity = _gi_labels(gpu, gi)
+        gi_identity = _gi_labels(gpu, gi, snapshot.pods)
         placement = gi.placement
         out.add(
             catalog.GPU_INSTANCE_INFO,
@@ -197,7 +206,10 @@ def _add_gpu(out: _Collected, snapshot: Snapshot, gpu: Gpu) -> None:
         )
         out.add_readings(sample.gpu_instances.get(gi.id), gi_identity)
         for ci in gi.compute_instances:
-            ci_identity = (str(gpu.index), gpu.uuid, str(gi.id), str(ci.id), gi.profile)
+            ci_identity = (
+                *(str(gpu.index), gpu.uuid, str(gi.id), str(ci.id), gi.profile),
+                *snapshot.pods.labels(gpu, gi, ci),
+            )
             out.add(
                 catalog.COMPUTE_INSTANCE_INFO,
                 (*ci_identity, ci.mig_uuid, ci.profile, str(ci.slices), _text(ci.sms)),
@@ -211,7 +223,10 @@ def _text(value: int | None) -> str:
 
 
 def _event_labels(key: EventKey, seen: EventCount) -> tuple[str, ...]:
-    where = (seen.gpu, key.gpu_uuid, _text(key.gpu_instance_id), _text(key.compute_instance_id))
+    where = (
+        *(seen.gpu, key.gpu_uuid, _text(key.gpu_instance_id), _text(key.compute_instance_id)),
+        *key.owner,
+    )
     return (*where, key.detail) if key.metric.extra_labels else where
 
 
@@ -313,7 +328,11 @@ def _sample_lines(metric: Metric, series: list[_Series]) -> str:
 
 
 def _prefix(metric: Metric, values: tuple[str, ...]) -> str:
-    labels = ",".join(f'{label}="{_escape(values[i])}"' for i, label in _label_order(metric))
+    labels = ",".join(
+        f'{label}="{_escape(values[i])}"'
+        for i, label in _label_order(metric)
+        if values[i] or label not in OPTIONAL
+    )
     return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
 
 

@@ -95,6 +95,7 @@ def _event_json(recorded: RecordedEvent) -> dict[str, object]:
         "compute_instance_id": event.compute_instance_id,
         "mig_uuid": recorded.mig_uuid,
         "profile": recorded.profile,
+        **dict(zip(catalog.POD_LABELS, recorded.owner, strict=True)),
         "xid": event.xid,
         **_xid_json(event),
         "error_type": ECC_ERROR_TYPES.get(event.kind),

@@ -2,7 +2,8 @@
 
 One exporter runs the demo scenario (dashboards/demo.yaml: MIG GPUs of two models, a GPU
 instance split into compute instances, XIDs of each severity, a reconfiguration), a second one
-the default fleet, as another node; Prometheus scrapes both every second. Variables are
+the default fleet, as another node on Kubernetes (a fake kubelet gives one MIG device to a pod);
+Prometheus scrapes both every second. Variables are
 resolved as Grafana resolves them, in order, from the series Prometheus holds, and each is
 replaced by all of its values (Grafana's "All"); then each panel and variable query runs as a
 range query over the last minute and must neither fail nor come back empty.
@@ -22,6 +23,7 @@ from harness import (
     Service,
     exporter_env,
     free_port,
+    sim_fleet,
     start_exporter,
     start_prometheus,
     wait_for,
@@ -29,6 +31,7 @@ from harness import (
 
 from cli_run import run_cli
 from migexporter import catalog, dashboards, preview
+from migexporter.sim.kubelet import FakeKubelet, pod_resources
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,6 +43,7 @@ WINDOW_S = 60.0
 STEP_S = 2.0
 DATA_TIMEOUT_S = 90.0
 PREVIEW_TIMEOUT_S = 120.0
+POD = {"namespace": "tenant-a", "pod": "llm-serve-0", "container": "server"}
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,20 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def second_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A second exporter on the default fleet: every join must hold with several nodes."""
-    service = start_exporter(tmp_path_factory.mktemp("second"))
+    """A second exporter on the default fleet: every join must hold with several nodes. Its
+    kubelet gives GPU 0's first MIG device to POD."""
+    socket_path = str(tmp_path_factory.mktemp("kubelet") / "kubelet.sock")
+    kubelet = FakeKubelet(socket_path).start()
+    service = start_exporter(
+        tmp_path_factory.mktemp("second"),
+        "--pod-resources-socket", socket_path, "--pod-refresh", "200ms",
+    )  # fmt: skip
+    mig_uuid = sim_fleet(service)[0]["gpu_instances"][0]["compute_instances"][0]["mig_uuid"]
+    devices = {POD["container"]: {"nvidia.com/gpu": [mig_uuid]}}
+    kubelet.set_pods([pod_resources(POD["namespace"], POD["pod"], devices)])
     yield service
     service.stop()
+    kubelet.stop()
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +147,20 @@ def test_previews_need_a_prometheus(tmp_path: Path) -> None:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert "cannot query Prometheus" in lines[0]
+
+
+def test_the_instance_table_names_the_pod(scraped: Prometheus) -> None:
+    """The Instance table of the instance dashboard shows who holds the GPU instance."""
+    api = preview.Prometheus(scraped.service.url)
+    data = json.loads(dashboards.as_json(dashboards.DASHBOARDS["mig-instance"]()))
+    values = preview.resolve(api, data, WINDOW_S, every_value=True)
+    table = next(p for p in dashboards.panels(data) if p["title"] == "Instance")
+    query = preview.substitute(table["targets"][0]["expr"], values)
+    series = wait_for(
+        lambda: api.range(query, WINDOW_S, STEP_S),
+        until=lambda found: any(s["metric"].get("pod") for s in found),
+        what="a GPU instance with pod labels in the Instance table",
+    )
+    held = [s["metric"] for s in series if s["metric"].get("pod")]
+    assert [{k: m[k] for k in POD} for m in held] == [POD]
+    assert held[0]["gpu"] == "0"

@@ -1,0 +1,233 @@
+"""Pod attribution: which Kubernetes containers hold each GPU, GPU instance and compute instance.
+
+The kubelet's pod-resources API lists the devices that device plugins gave to each container.
+NVIDIA's device plugin names them by UUID: GPU UUIDs for whole GPUs, MIG device UUIDs for MIG
+devices (resource ``nvidia.com/gpu`` under its single strategy, ``nvidia.com/mig-<profile>``
+under the mixed one). A MIG device is one compute instance of one GPU instance.
+
+The watcher asks the kubelet in the background, never on a scrape, and keeps the answer as a
+``PodMap``. When the kubelet stops answering, the last map stands until it is older than
+``max_age``; then the labels go rather than name pods that may be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+# gRPC's C core writes its own lines to stderr (a GOAWAY each time the kubelet restarts); the
+# watcher logs what matters once. Set before grpc loads; an operator's own setting wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import grpc
+
+from migexporter.kubelet import podresources_pb2 as api
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from migexporter.topology import ComputeInstance, Gpu, GpuInstance
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
+LIST_METHOD = "/v1.PodResourcesLister/List"
+GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+# A node with hundreds of pods lists each pod's CPUs and memory too; gRPC's 4 MiB is too tight.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+REPLICA_SEPARATOR = "::"  # time-slicing and MPS replicas: "<uuid>::<n>" share one device
+LEGACY_MIG_PREFIX = "MIG-GPU-"  # drivers before R470: "MIG-GPU-<gpu uuid>/<gi>/<ci>"
+
+Labels = tuple[str, str, str]  # namespace, pod, container
+NO_OWNER: Labels = ("", "", "")
+
+
+@dataclass(frozen=True, order=True)
+class Owner:
+    """One container that holds a device."""
+
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(frozen=True)
+class PodMap:
+    """Device ids (GPU and MIG UUIDs) to the containers that hold them."""
+
+    devices: Mapping[str, frozenset[Owner]] = field(default_factory=dict)
+
+    @classmethod
+    def from_response(cls, response: api.ListPodResourcesResponse) -> PodMap:
+        """The NVIDIA devices of a ``List`` answer; other resources are ignored."""
+        devices: dict[str, set[Owner]] = {}
+        for pod in response.pod_resources:
+            for container in pod.containers:
+                owner = Owner(pod.namespace, pod.name, container.name)
+                for allocated in container.devices:
+                    if not is_nvidia_resource(allocated.resource_name):
+                        continue
+                    for device_id in allocated.device_ids:
+                        devices.setdefault(device_key(device_id), set()).add(owner)
+        return cls({key: frozenset(owners) for key, owners in devices.items()})
+
+    def labels(
+        self, gpu: Gpu, gi: GpuInstance | None = None, ci: ComputeInstance | None = None
+    ) -> Labels:
+        """``namespace``, ``pod``, ``container`` of whoever holds the GPU, GI or CI.
+
+        A GI belongs to the holders of its compute instances; anything on a GPU given whole
+        belongs to that GPU's holder. Several holders (a shared device, or a GI whose compute
+        instances went to different containers) are comma-joined, in the same order in all
+        three labels; none gives empty labels.
+        """
+        if not self.devices:
+            return NO_OWNER
+        owners = set(self.devices.get(gpu.uuid, ()))
+        if gi is not None:
+            for each in (ci,) if ci is not None else gi.compute_instances:
+                owners.update(self.devices.get(each.mig_uuid, ()))
+                owners.update(self.devices.get(f"{gpu.uuid}/{gi.id}/{each.id}", ()))
+        return joined(owners)
+
+
+def is_nvidia_resource(name: str) -> bool:
+    """Whether a resource name is one NVIDIA's device plugin advertises for GPUs or MIG."""
+    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
+
+
+def device_key(device_id: str) -> str:
+    """A device plugin's id as the UUID it names: replicas and the pre-R470 form unwrapped."""
+    key = device_id.split(REPLICA_SEPARATOR, 1)[0].strip()
+    if key.startswith(LEGACY_MIG_PREFIX):
+        return key.removeprefix("MIG-")  # "GPU-<uuid>/<gi>/<ci>"
+    return key
+
+
+def joined(owners: Iterable[Owner]) -> Labels:
+    """One label triple for any number of holders, sorted so it is stable between refreshes."""
+    ordered = sorted(set(owners))
+    if not ordered:
+        return NO_OWNER
+    return (
+        ",".join(o.namespace for o in ordered),
+        ",".join(o.pod for o in ordered),
+        ",".join(o.container for o in ordered),
+    )
+
+
+class PodResourcesWatcher:
+    """Keeps a ``PodMap`` from the kubelet fresh, in the background.
+
+    Args:
+        socket_path: the kubelet's pod-resources unix socket.
+        refresh: seconds between two ``List`` calls.
+        max_age: how long the last answer labels series once the kubelet stops answering.
+        timeout: deadline of one ``List`` call; a slow kubelet delays only the next refresh.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        socket_path: str = DEFAULT_SOCKET,
+        *,
+        refresh: float = 10.0,
+        max_age: float = 60.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.socket_path = socket_path
+        self._refresh = refresh
+        self._max_age = max_age
+        self._timeout = timeout
+        self._clock = clock
+        self.current = PodMap()
+        # None while the feature is off (no socket yet); else whether the last call answered.
+        self.up: bool | None = None
+        self._answered_at: float | None = None
+        self._channel: grpc.Channel | None = None
+        self._failing = False
+        self._said_off = False
+
+    async def run(self) -> None:
+        """Refresh every ``refresh`` seconds until cancelled; call ``refresh`` once before."""
+        try:
+            while True:
+                await asyncio.sleep(self._refresh)
+                await self.refresh()
+        finally:
+            self.close()
+
+    async def refresh(self) -> None:
+        """Ask the kubelet once; on failure keep the last map until it is too old."""
+        if self.up is None and not await asyncio.to_thread(Path(self.socket_path).exists):
+            if not self._said_off:  # one line; the socket is looked for again on every refresh
+                log.info(
+                    "pod attribution off: no kubelet pod-resources socket at %s", self.socket_path
+                )
+                self._said_off = True
+            return
+        try:
+            response = await asyncio.to_thread(self._list)
+        except grpc.RpcError as error:
+            # A new channel next time: gRPC's own reconnect backoff grows to minutes, and a
+            # kubelet that restarts should be asked again at the next refresh.
+            self.close()
+            self._failed(f"{error.code().name}: {error.details()}")
+            return
+        self.current = PodMap.from_response(response)
+        self._answered_at = self._clock()
+        if not self.up:
+            log.info(
+                "pod attribution on: kubelet at %s lists %d NVIDIA devices",
+                self.socket_path,
+                len(self.current.devices),
+            )
+        self.up = True
+        self._failing = False
+
+    def _list(self) -> api.ListPodResourcesResponse:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(
+                f"unix://{Path(self.socket_path).absolute()}",
+                options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+            )
+        call = self._channel.unary_unary(
+            LIST_METHOD,
+            request_serializer=api.ListPodResourcesRequest.SerializeToString,
+            response_deserializer=api.ListPodResourcesResponse.FromString,
+        )
+        response: api.ListPodResourcesResponse = call(
+            api.ListPodResourcesRequest(), timeout=self._timeout
+        )
+        return response
+
+    def _failed(self, reason: str) -> None:
+        self.up = False
+        if not self._failing:
+            log.warning(
+                "kubelet pod-resources at %s did not answer (%s); keeping the last pod map "
+                "for up to %gs",
+                self.socket_path,
+                reason,
+                self._max_age,
+            )
+            self._failing = True
+        age = None if self._answered_at is None else self._clock() - self._answered_at
+        if self.current.devices and (age is None or age > self._max_age):
+            log.warning(
+                "pod map dropped: the kubelet has not answered for more than %gs", self._max_age
+            )
+            self.current = PodMap()
+
+    def close(self) -> None:
+        """Close the gRPC channel; the next refresh opens a new one."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
