@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -17,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate, checked offline
 CORE_KINDS = {"DaemonSet", "Service", "ConfigMap"}
+# The prometheus-operator's own CRDs, vendored unmodified (tests/data/crds/README.md).
+CRDS = ROOT / "tests" / "data" / "crds"
+OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
 
 
 def test_committed_base_is_what_the_generator_writes():
@@ -69,6 +74,53 @@ def test_daemonset_runs_on_gpu_nodes_with_only_sys_admin(rendered):
         "mountPath": "/var/lib/kubelet/pod-resources",
         "readOnly": True,
     }
+
+
+def _operator_validator(kind: str) -> jsonschema.Validator:
+    """The CRD's OpenAPI v3 schema, checked as the API server's strict field validation does:
+    a field the schema does not declare is an error, unless it preserves unknown fields."""
+    crd = yaml.safe_load((CRDS / f"monitoring.coreos.com_{OPERATOR_KINDS[kind]}.yaml").read_text())
+    assert crd["spec"]["names"]["kind"] == kind
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+
+    def strict(node: object) -> None:
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                strict(value)
+        elif isinstance(node, list):
+            for value in node:
+                strict(value)
+
+    strict(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.mark.parametrize("kind", sorted(OPERATOR_KINDS))
+def test_operator_objects_match_the_operators_crd(rendered, kind):
+    obj = rendered[kind]
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in _operator_validator(kind).iter_errors(obj)
+    ]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_crd_check_catches_a_misspelt_field_and_a_wrong_type(rendered):
+    """The schema check is not vacuous: the mistakes an operator would reject fail it."""
+    monitor = copy.deepcopy(rendered["ServiceMonitor"])
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
+    rule = copy.deepcopy(rendered["PrometheusRule"])
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    assert list(_operator_validator("ServiceMonitor").iter_errors(monitor))
+    assert list(_operator_validator("PrometheusRule").iter_errors(rule))
 
 
 def test_service_monitor_scrapes_the_service_port(rendered):
