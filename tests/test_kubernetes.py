@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import shutil
 import subprocess
@@ -10,13 +11,16 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 
 from cli_run import run_cli
-from migexporter import alerts, dashboards, kubernetes
+from migexporter import alerts, dashboards, kubernetes, webconfig
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "deploy" / "kubernetes"
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+BASE = KUBERNETES / "base"
+OVERLAY = KUBERNETES / "web-config"
 KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate, checked offline
 CORE_KINDS = {"DaemonSet", "Service", "ConfigMap"}
 # The prometheus-operator's own CRDs, vendored unmodified (tests/data/crds/README.md).
@@ -27,26 +31,44 @@ OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "promet
 def test_committed_base_is_what_the_generator_writes():
     """Regenerate with `migexporter kubernetes` when this fails."""
     expected = kubernetes.files()
-    committed = {str(p.relative_to(BASE)) for p in BASE.rglob("*") if p.is_file()}
+    committed = {str(p.relative_to(KUBERNETES)) for p in KUBERNETES.rglob("*") if p.is_file()}
     assert committed == set(expected)
     for name, text in expected.items():
-        assert (BASE / name).read_text() == text, name
+        assert (KUBERNETES / name).read_text() == text, name
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, dict]:
-    """The objects `kubectl kustomize` renders from the base, by kind."""
+def _render(directory: Path) -> dict[str, dict]:
+    """The objects `kubectl kustomize` renders from a kustomization, by kind."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("needs kubectl: apt-get install kubernetes-client", pytrace=False)
     done = subprocess.run(
-        [kubectl, "kustomize", str(BASE)], capture_output=True, text=True, check=False, timeout=60
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     objects = list(yaml.safe_load_all(done.stdout))
     by_kind = {obj["kind"]: obj for obj in objects}
     assert len(by_kind) == len(objects)
+    return by_kind
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    """The objects of the base, by kind."""
+    by_kind = _render(BASE)
     assert set(by_kind) == CORE_KINDS | {"ServiceMonitor", "PrometheusRule"}
+    return by_kind
+
+
+@pytest.fixture(scope="module")
+def overlay() -> dict[str, dict]:
+    """The objects of the web-config overlay, by kind."""
+    by_kind = _render(OVERLAY)
+    assert set(by_kind) == CORE_KINDS | {"ServiceMonitor", "PrometheusRule", "Secret"}
     return by_kind
 
 
@@ -144,4 +166,44 @@ def test_prometheus_rule_and_dashboards_are_the_generated_ones(rendered):
 def test_cli_writes_the_base(tmp_path):
     done = run_cli("kubernetes", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "daemonset.yaml").read_text() == (BASE / "daemonset.yaml").read_text()
+    for name in ("base/daemonset.yaml", "web-config/kustomization.yaml"):
+        assert (tmp_path / name).read_text() == (KUBERNETES / name).read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(CORE_KINDS | {"Secret"}))
+def test_overlay_core_objects_are_valid(overlay, kind):
+    kubernetes_validate.validate(overlay[kind], KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("kind", sorted(OPERATOR_KINDS))
+def test_overlay_operator_objects_match_the_operators_crd(overlay, kind):
+    assert not list(_operator_validator(kind).iter_errors(overlay[kind]))
+
+
+def test_overlay_serves_and_scrapes_tls_from_the_web_config_secret(overlay, rendered, tmp_path):
+    """The exporter gets --web-config from the Secret, probes and scrapes go over https, and
+    the Secret's web config loads once its certificate files exist."""
+    pod = overlay["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    base_args = rendered["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    path = f"{kubernetes.WEB_CONFIG_DIR}/web-config.yml"
+    assert container["args"] == [*base_args, f"--web-config={path}"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["web-config"]["secret"]["secretName"] == overlay["Secret"]["metadata"]["name"]
+    assert volumes["tls"]["secret"]["secretName"] == kubernetes.TLS_SECRET
+    assert "pod-resources" in mounts  # the base's mounts stay
+    assert all("subPath" not in m for m in mounts.values())  # Secret updates must reach files
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    (endpoint,) = overlay["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == kubernetes.TLS_SECRET
+
+    text = base64.b64decode(overlay["Secret"]["data"]["web-config.yml"]).decode()
+    pki = trustme.CA().issue_cert(kubernetes.NAME)
+    pki.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    pki.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    local = tmp_path / "web-config.yml"
+    local.write_text(text.replace(kubernetes.TLS_DIR, str(tmp_path)))
+    assert webconfig.load(str(local)).tls is not None

@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, alerts, dashboards, kubernetes, preview
+from migexporter import __version__, alerts, dashboards, kubernetes, preview, webconfig
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -25,6 +25,7 @@ from migexporter.config import Config, ConfigError, OneLineParser, parse_config
 from migexporter.exposition import BuildInfo
 from migexporter.pods import PodResourcesWatcher
 from migexporter.server import create_app, start_server
+from migexporter.webconfig import WebState
 
 if TYPE_CHECKING:
     import argparse
@@ -219,6 +220,7 @@ async def serve(config: Config) -> None:
     Raises:
         StartupError: when there is no driver, the fleet is invalid or the port is taken.
     """
+    web_state = _web_state(config)
     fleet = scenario = None
     if config.simulate:
         nvml, fleet, scenario = _simulated(config)
@@ -226,12 +228,7 @@ async def serve(config: Config) -> None:
         nvml = import_module("pynvml")
     backend = await _choose_backend(config, nvml, fleet is not None)
     bindings_version = "simulated" if fleet else _bindings_version()
-    pods = None
-    if config.pod_resources_socket is not None:
-        pods = PodResourcesWatcher(
-            config.pod_resources_socket, refresh=config.pod_refresh, max_age=config.pod_max_age
-        )
-        await pods.refresh()  # the first exposition already carries the pods the kubelet knows
+    pods = await _pod_watcher(config)
     collector = Collector(
         backend,
         BuildInfo(__version__, bindings_version),
@@ -248,15 +245,18 @@ async def serve(config: Config) -> None:
             f"no NVIDIA driver found ({error}): looked for libnvidia-ml.so.1 through NVML; "
             "run with --simulate to serve a simulated fleet"
         ) from error
-    app = create_app(collector)
+    app = create_app(collector, web_state)
     background: list[asyncio.Task[None]] = []
+    if web_state is not None:
+        background.append(asyncio.create_task(web_state.watch(), name="migexporter-web-config"))
     if pods is not None:
         background.append(asyncio.create_task(pods.run(), name="migexporter-pods"))
     if fleet is not None:
         _add_simulation(app, fleet, scenario, background)
     host, port = config.listen
     try:
-        server = await start_server(app, host, port)
+        tls = web_state.listener if web_state is not None else None
+        server = await start_server(app, host, port, tls)
     except OSError as error:
         await collector.stop()
         raise StartupError(f"cannot listen on {host or '*'}:{port}: {error.strerror}") from error
@@ -269,6 +269,27 @@ async def serve(config: Config) -> None:
             task.cancel()
         await server.close()
         await collector.stop()
+
+
+async def _pod_watcher(config: Config) -> PodResourcesWatcher | None:
+    """The kubelet watcher, after its first refresh, so the first exposition has the pods."""
+    if config.pod_resources_socket is None:
+        return None
+    pods = PodResourcesWatcher(
+        config.pod_resources_socket, refresh=config.pod_refresh, max_age=config.pod_max_age
+    )
+    await pods.refresh()
+    return pods
+
+
+def _web_state(config: Config) -> WebState | None:
+    """The --web-config in force, checked (certificates loaded) before anything starts."""
+    if config.web_config is None:
+        return None
+    try:
+        return WebState(webconfig.load(config.web_config))
+    except ConfigError as error:
+        raise StartupError(str(error)) from error
 
 
 def _add_simulation(

@@ -46,6 +46,7 @@ class Config:
     pod_refresh: float = 10.0
     pod_max_age: float = 60.0
     log_level: str = "info"
+    web_config: str | None = None
     config: str | None = None
 
 
@@ -104,6 +105,12 @@ def _directory(text: str) -> str:
     if not Path(text).is_dir():
         raise ValueError(f"{text!r} is not a directory")
     return text
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
 
 
 def _socket_path(text: str) -> str | None:
@@ -207,6 +214,13 @@ OPTIONS: tuple[Option, ...] = (
         "how long the last answer still labels series once the kubelet stops answering; "
         "at least --pod-refresh (60s)",
         "DURATION",
+    ),
+    Option(
+        "web_config",
+        _path,
+        "exporter-toolkit web configuration (TLS, basic auth, headers), as every Prometheus "
+        "exporter takes it; re-read when it changes (none: plain HTTP)",
+        "FILE",
     ),
     Option("log_level", _choice(LOG_LEVELS), "log verbosity (info)", "|".join(LOG_LEVELS)),
 )

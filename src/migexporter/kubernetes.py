@@ -1,11 +1,11 @@
-"""The Kubernetes kustomize base, generated from the same sources as everything else.
+"""The Kubernetes kustomize base and overlay, generated from the same sources as everything else.
 
-It holds a DaemonSet, a Service, a ServiceMonitor, the PrometheusRule and the dashboards as a
-ConfigMap for Grafana's sidecar.
-``migexporter kubernetes --out deploy/kubernetes`` writes it. It is generated rather than written
-by hand because kustomize loads no file from outside a base: the PrometheusRule and the
-dashboards are written into the base from the same generators as ``alerts/`` and
-``dashboards/``, and a test fails when any copy is stale.
+``base/`` holds a DaemonSet, a Service, a ServiceMonitor, the PrometheusRule and the dashboards
+as a ConfigMap for Grafana's sidecar; the ``web-config/`` overlay adds TLS from a web-config
+Secret. ``migexporter kubernetes --out deploy/kubernetes`` writes both. They are generated
+rather than written by hand because kustomize loads no file from outside a base: the
+PrometheusRule and the dashboards are written into the base from the same generators as
+``alerts/`` and ``dashboards/``, and a test fails when any copy is stale.
 """
 
 from __future__ import annotations
@@ -149,26 +149,132 @@ def kustomization() -> dict[str, Any]:
     }
 
 
+# --- the web-config overlay ----------------------------------------------------------------------
+WEB_CONFIG_DIR = "/etc/migexporter/web"
+TLS_SECRET = f"{NAME}-tls"  # kubernetes.io/tls with tls.crt, tls.key and ca.crt (cert-manager)
+TLS_DIR = "/etc/migexporter/tls"
+WEB_CONFIG = f"""\
+# migexporter's --web-config, in prometheus/exporter-toolkit's format (README, TLS and basic
+# auth). The certificate comes from the Secret {TLS_SECRET} (type kubernetes.io/tls, for example
+# from cert-manager), issued for the DNS name {NAME}; the exporter re-reads both when they change.
+# For basic auth add:  basic_auth_users: {{prometheus: <htpasswd -nBC 12 "" | tr -d ':\\n'>}}
+# and give the ServiceMonitor a basicAuth with the password.
+tls_server_config:
+  cert_file: {TLS_DIR}/tls.crt
+  key_file: {TLS_DIR}/tls.key
+"""
+
+
+def web_config_kustomization() -> dict[str, Any]:
+    """The overlay: the base, a web-config Secret, the exporter and its scrape switched to TLS.
+
+    Legacy fields (bases, patchesStrategicMerge, patchesJson6902) so that old kustomize builds
+    read it too; the Secret keeps its name, so an edit reaches the running exporter without a
+    rollout (Secret volumes are updated in place, and the exporter re-reads the file).
+    """
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "bases": ["../base"],
+        "secretGenerator": [{"name": f"{NAME}-web-config", "files": ["web-config.yml"]}],
+        "generatorOptions": {"disableNameSuffixHash": True},
+        "patchesStrategicMerge": ["daemonset-tls.yaml"],
+        "patchesJson6902": [
+            {
+                "target": {"group": "apps", "version": "v1", "kind": "DaemonSet", "name": NAME},
+                "path": "daemonset-args.yaml",
+            },
+            {
+                "target": {
+                    "group": "monitoring.coreos.com",
+                    "version": "v1",
+                    "kind": "ServiceMonitor",
+                    "name": NAME,
+                },
+                "path": "servicemonitor-tls.yaml",
+            },
+        ],
+    }
+
+
+def _https_probe(path: str) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "metrics", "scheme": "HTTPS"}}
+
+
+def daemonset_tls_patch() -> dict[str, Any]:
+    """Mount the web config and the certificate (whole Secrets: subPath mounts never update)."""
+    container = {
+        "name": NAME,
+        "livenessProbe": _https_probe("/-/healthy"),
+        "readinessProbe": _https_probe("/-/ready"),
+        "volumeMounts": [
+            {"name": "web-config", "mountPath": WEB_CONFIG_DIR, "readOnly": True},
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": NAME},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "web-config", "secret": {"secretName": f"{NAME}-web-config"}},
+                        {"name": "tls", "secret": {"secretName": TLS_SECRET}},
+                    ],
+                }
+            }
+        },
+    }
+
+
+def daemonset_args_patch() -> list[dict[str, Any]]:
+    """--web-config after the base's flags."""
+    return [
+        {
+            "op": "add",
+            "path": "/spec/template/spec/containers/0/args/-",
+            "value": f"--web-config={WEB_CONFIG_DIR}/web-config.yml",
+        }
+    ]
+
+
+def service_monitor_tls_patch() -> list[dict[str, Any]]:
+    """Scrape over https, trusting the CA of the exporter's certificate."""
+    tls = {"ca": {"secret": {"name": TLS_SECRET, "key": "ca.crt"}}, "serverName": NAME}
+    return [
+        {"op": "add", "path": "/spec/endpoints/0/scheme", "value": "https"},
+        {"op": "add", "path": "/spec/endpoints/0/tlsConfig", "value": tls},
+    ]
+
+
 def files() -> dict[str, str]:
-    """Path inside the base -> text, of every file of the base."""
+    """Path under the output directory -> text, of every file of the base and the overlay."""
     found = {
-        "kustomization.yaml": _dump(kustomization()),
-        "daemonset.yaml": _dump(daemonset()),
-        "service.yaml": _dump(service()),
-        "servicemonitor.yaml": _dump(service_monitor()),
-        alerts.PROMETHEUS_RULE: alerts.prometheus_rule(),
+        "base/kustomization.yaml": _dump(kustomization()),
+        "base/daemonset.yaml": _dump(daemonset()),
+        "base/service.yaml": _dump(service()),
+        "base/servicemonitor.yaml": _dump(service_monitor()),
+        f"base/{alerts.PROMETHEUS_RULE}": alerts.prometheus_rule(),
+        "web-config/kustomization.yaml": _dump(web_config_kustomization()),
+        "web-config/web-config.yml": WEB_CONFIG,
+        "web-config/daemonset-tls.yaml": _dump(daemonset_tls_patch()),
+        "web-config/daemonset-args.yaml": _dump(daemonset_args_patch()),
+        "web-config/servicemonitor-tls.yaml": _dump(service_monitor_tls_patch()),
     }
     for name, build in dashboards.DASHBOARDS.items():
-        found[f"dashboards/{name}.json"] = dashboards.as_json(build())
+        found[f"base/dashboards/{name}.json"] = dashboards.as_json(build())
     return found
 
 
-def _dump(data: dict[str, Any]) -> str:
+def _dump(data: dict[str, Any] | list[dict[str, Any]]) -> str:
     return HEADER + yaml.safe_dump(data, sort_keys=False)
 
 
 def write(out: Path) -> list[Path]:
-    """Write the base under ``out``; the paths written."""
+    """Write the base and the overlay under ``out``; the paths written."""
     written = []
     for name, text in files().items():
         path = out / name

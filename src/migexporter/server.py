@@ -12,14 +12,17 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from migexporter import catalog, xids
+from migexporter import catalog, webconfig, xids
 from migexporter.backends.base import ECC_ERROR_TYPES
 from migexporter.exposition import OPENMETRICS
 
 if TYPE_CHECKING:
+    import ssl
+
     from migexporter.backends.base import DeviceEvent, GpuSample
     from migexporter.collector import Collector, RecordedEvent
     from migexporter.topology import Gpu
+    from migexporter.webconfig import WebState
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,13 @@ COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 MAX_EVENTS_PER_REQUEST = 1000
 
 
-def create_app(collector: Collector) -> web.Application:
-    """The exporter's routes; unknown paths get 404 and wrong methods 405 from aiohttp."""
-    app = web.Application()
+def create_app(collector: Collector, web_state: WebState | None = None) -> web.Application:
+    """The exporter's routes; unknown paths get 404 and wrong methods 405 from aiohttp.
+
+    With ``web_state``, requests pass its basic auth and responses get its headers.
+    """
+    middlewares = [webconfig.middleware(web_state)] if web_state is not None else []
+    app = web.Application(middlewares=middlewares)
     app[COLLECTOR] = collector
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
@@ -212,12 +219,14 @@ class Server:
         await self.runner.cleanup()
 
 
-async def start_server(app: web.Application, host: str, port: int) -> Server:
+async def start_server(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> Server:
     """Serve ``app`` on host:port (port 0 picks a free one) in the running event loop."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host or None, port)
+        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
     except BaseException:
         with contextlib.suppress(Exception):
@@ -226,4 +235,5 @@ async def start_server(app: web.Application, host: str, port: int) -> Server:
     bound = runner.addresses[0]
     shown = host or "0.0.0.0"  # noqa: S104  (the operator asked for every interface)
     url_host = f"[{shown}]" if ":" in shown else shown
-    return Server(runner, f"http://{url_host}:{bound[1]}")
+    scheme = "https" if ssl_context is not None else "http"
+    return Server(runner, f"{scheme}://{url_host}:{bound[1]}")

@@ -21,9 +21,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T")
 
@@ -72,16 +75,22 @@ def http(
     json_body: object = None,
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> Response:
-    """One request to 127.0.0.1; error statuses are returned, not raised."""
+    """One request to 127.0.0.1 (https with ``context``); error statuses are returned."""
     if urllib.parse.urlsplit(url).hostname != LOOPBACK:
         raise ValueError(f"tests only talk to {LOOPBACK}, not {url}")
     data = None if json_body is None else json.dumps(json_body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    opener = _OPENER
+    if context is not None:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
     try:
-        with _OPENER.open(request, timeout=timeout) as reply:
+        with opener.open(request, timeout=timeout) as reply:
             return Response(reply.status, _lower(reply.headers.items()), reply.read())
     except urllib.error.HTTPError as error:
         with error:
@@ -130,14 +139,15 @@ class Service:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    context: ssl.SSLContext | None = None  # how to trust it, where it serves https
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         """GET a path of this service."""
-        return http("GET", self.url + path, headers=headers)
+        return http("GET", self.url + path, headers=headers, context=self.context)
 
     def post(self, path: str, json_body: object) -> Response:
         """POST a JSON body to a path of this service."""
-        return http("POST", self.url + path, json_body=json_body)
+        return http("POST", self.url + path, json_body=json_body, context=self.context)
 
     def log_tail(self) -> str:
         """The end of the child's output."""
@@ -163,18 +173,21 @@ def start_service(
     log_path: Path,
     ready_path: str,
     env: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Service:
-    """Start ``argv`` and return once ``ready_path`` answers 200, or fail showing the log."""
+    """Start ``argv`` and return once ``ready_path`` answers 200, or fail showing the log;
+    over https, trusting what ``context`` trusts, when it is given."""
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    service = Service(name, f"http://{LOOPBACK}:{port}", process, log_path)
+    scheme = "http" if context is None else "https"
+    service = Service(name, f"{scheme}://{LOOPBACK}:{port}", process, log_path, context)
 
     def ready() -> int:
         if process.poll() is not None:
             pytest.fail(f"{name} exited with status {process.returncode} before it was ready")
-        return http("GET", service.url + ready_path, timeout=1.0).status
+        return http("GET", service.url + ready_path, timeout=1.0, context=context).status
 
     failure = None
     try:
@@ -198,8 +211,11 @@ def exporter_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-def start_exporter(log_dir: Path, *extra_args: str) -> Service:
-    """The simulated exporter on a free loopback port, sampling fast enough for quick tests."""
+def start_exporter(
+    log_dir: Path, *extra_args: str, context: ssl.SSLContext | None = None
+) -> Service:
+    """The simulated exporter on a free loopback port, sampling fast enough for quick tests;
+    ``context`` trusts its certificate where ``extra_args`` give it a TLS web config."""
     port = free_port()
     argv = [
         sys.executable, "-m", "migexporter", "--simulate", *extra_args,
@@ -213,6 +229,7 @@ def start_exporter(log_dir: Path, *extra_args: str) -> Service:
         log_path=log_dir / "exporter.log",
         ready_path="/-/ready",
         env=exporter_env(),
+        context=context,
     )
 
 
@@ -272,15 +289,19 @@ def start_prometheus(
     *,
     rule_files: tuple[Path, ...] = (),
     alertmanagers: tuple[str, ...] = (),
+    scrape: dict[str, Any] | None = None,
 ) -> Prometheus:
     """A Prometheus scraping ``targets`` (host:port) every second, storing data in ``workdir``;
-    with ``rule_files`` evaluated every second and alerts sent to ``alertmanagers``."""
+    with ``rule_files`` evaluated every second and alerts sent to ``alertmanagers``, and
+    ``scrape`` merged into its scrape configuration (scheme, TLS, credentials)."""
     binary = prometheus_binary()
     port = free_port()
     # JSON is YAML, and json.dumps quotes every value correctly.
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "migexporter", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [
+            {"job_name": "migexporter", "static_configs": [{"targets": targets}], **(scrape or {})}
+        ],
         "rule_files": [str(path) for path in rule_files],
     }
     if alertmanagers:
