@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, alerts, dashboards, kubernetes, preview, webconfig
+from migexporter import __version__, webconfig
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -92,9 +92,14 @@ def _dashboards(args: list[str]) -> int:
     )
 
     def generate(options: argparse.Namespace) -> list[Path]:
+        from migexporter import dashboards, preview  # noqa: PLC0415  (see _GENERATORS)
+
         written = dashboards.write(options.out)
         if options.preview is not None:
-            written += preview.draw_all(preview.Prometheus(options.prometheus), options.preview)
+            try:
+                written += preview.draw_all(preview.Prometheus(options.prometheus), options.preview)
+            except preview.PreviewError as error:
+                raise ConfigError(str(error)) from error
         return written
 
     return _generate(parser, args, generate)
@@ -107,6 +112,8 @@ def _alerts(args: list[str]) -> int:
         description="Write the alert rules, generated from the metric and XID catalogs.",
     )
     parser.add_argument("--out", type=Path, default=Path("alerts"), help="(alerts)")
+    from migexporter import alerts  # noqa: PLC0415  (see _GENERATORS)
+
     return _generate(parser, args, lambda options: alerts.write(options.out))
 
 
@@ -119,10 +126,13 @@ def _kubernetes(args: list[str]) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("deploy/kubernetes"), help="(deploy/kubernetes)"
     )
+    from migexporter import kubernetes  # noqa: PLC0415  (see _GENERATORS)
+
     return _generate(parser, args, lambda options: kubernetes.write(options.out))
 
 
-# Subcommands that write generated files; without one, the command serves metrics.
+# Subcommands that write generated files; without one, the command serves metrics. Their modules
+# (grafanalib, matplotlib) are imported only when one runs: the exporter never needs them.
 _GENERATORS: dict[str, Callable[[list[str]], int]] = {
     "dashboards": _dashboards,
     "alerts": _alerts,
@@ -139,7 +149,7 @@ def _generate(
     try:
         for path in generate(parser.parse_args(args)):
             print(path)  # noqa: T201
-    except (ConfigError, preview.PreviewError) as error:
+    except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     except OSError as error:

@@ -83,11 +83,11 @@ class Exporter:
     log_path: Path
 
     @classmethod
-    def start(cls, log_path: Path, interval: float) -> Exporter:
+    def start(cls, log_path: Path, interval: float, *extra_args: str) -> Exporter:
         """Start ``migexporter --backend nvml`` from this checkout; return once it is ready."""
         port = free_port()
         argv = [
-            sys.executable, "-m", "migexporter", "--backend", "nvml",
+            sys.executable, "-m", "migexporter", "--backend", "nvml", *extra_args,
             "--interval", str(interval), "--listen", f"{LOOPBACK}:{port}", "--log-level", "info",
         ]  # fmt: skip
         pythonpath = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
