@@ -191,6 +191,16 @@ def _health_alerts() -> list[Alert]:
             "2m",
         ),
         Alert(
+            "MigExporterPodResourcesDown",
+            f"{catalog.POD_RESOURCES_UP.name} == 0",
+            "warning",
+            "migexporter on {{ $labels.instance }} cannot ask the kubelet which pods hold GPUs",
+            "The kubelet's pod-resources socket does not answer: namespace, pod and container "
+            "labels go once the last answer is older than --pod-max-age, and new XIDs are "
+            "counted without them. Check the kubelet and the socket mount.",
+            "10m",
+        ),
+        Alert(
             "MigInstanceMemoryFull",
             f"{used} / {total} > {MEMORY_FULL_RATIO}",
             "warning",
