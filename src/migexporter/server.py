@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import html
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
-from migexporter import catalog, webconfig, xids
+from migexporter import catalog, httpguard, webconfig, xids
 from migexporter.backends.base import ECC_ERROR_TYPES
 from migexporter.exposition import OPENMETRICS
 
@@ -28,17 +30,28 @@ log = logging.getLogger(__name__)
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # understood by every Prometheus
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
+GUARD: web.AppKey[httpguard.ConnectionGuard] = web.AppKey("guard")
 MAX_EVENTS_PER_REQUEST = 1000
 
 
-def create_app(collector: Collector, web_state: WebState | None = None) -> web.Application:
+def create_app(
+    collector: Collector,
+    web_state: WebState | None = None,
+    guard: httpguard.ConnectionGuard | None = None,
+) -> web.Application:
     """The exporter's routes; unknown paths get 404 and wrong methods 405 from aiohttp.
 
-    With ``web_state``, requests pass its basic auth and responses get its headers.
+    With ``web_state``, requests pass its basic auth and responses get its headers; ``guard``
+    sets the connection limits (the defaults otherwise).
     """
-    middlewares = [webconfig.middleware(web_state)] if web_state is not None else []
-    app = web.Application(middlewares=middlewares)
+    guard = guard or httpguard.ConnectionGuard()
+    middlewares = [guard.middleware()]
+    if web_state is not None:
+        middlewares.append(webconfig.middleware(web_state))
+    # GET bodies are never read; the simulator's control bodies are small JSON objects.
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[COLLECTOR] = collector
+    app[GUARD] = guard
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -207,33 +220,64 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}small{{color:#66
 """
 
 
+class _ClientErrors(logging.Filter):
+    """Drops aiohttp's tracebacks for requests it could not parse.
+
+    They are the client's fault (answered 4xx), and an abusive client must not fill the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500)
+
+
+_CLIENT_ERRORS = _ClientErrors()
+
+
 @dataclass
 class Server:
     """A running HTTP server; ``url`` is where it listens."""
 
     runner: web.AppRunner
+    listener: asyncio.Server
     url: str
 
     async def close(self) -> None:
         """Stop listening and finish open requests."""
+        self.listener.close()
         await self.runner.cleanup()
 
 
 async def start_server(
     app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
 ) -> Server:
-    """Serve ``app`` on host:port (port 0 picks a free one) in the running event loop."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    """Serve ``app`` on host:port (port 0 picks a free one) in the running event loop.
+
+    The listener is created here rather than by an aiohttp site so that every connection goes
+    through the app's ``ConnectionGuard`` (connection cap, request-head deadline).
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **httpguard.HANDLER_ARGS)
     await runner.setup()
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS)  # once: filters are a set
+    # An app not made by create_app (a benchmark's baseline) has no guard and is served bare.
+    guard = app.get(GUARD)
     try:
-        site = web.TCPSite(runner, host or None, port, ssl_context=ssl_context)
-        await site.start()
+        assert runner.server is not None  # set by setup()
+        factory = guard.factory(runner.server) if guard is not None else runner.server
+        timeout = guard.read_timeout if guard is not None else httpguard.READ_TIMEOUT_S
+        listener = await asyncio.get_running_loop().create_server(
+            factory,
+            host or None,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=timeout if ssl_context is not None else None,
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             await runner.cleanup()
         raise
-    bound = runner.addresses[0]
+    bound = listener.sockets[0].getsockname()
     shown = host or "0.0.0.0"  # noqa: S104  (the operator asked for every interface)
     url_host = f"[{shown}]" if ":" in shown else shown
     scheme = "https" if ssl_context is not None else "http"
-    return Server(runner, f"{scheme}://{url_host}:{bound[1]}")
+    return Server(runner, listener, f"{scheme}://{url_host}:{bound[1]}")

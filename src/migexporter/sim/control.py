@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from migexporter.httpguard import READ_TIMEOUT_S
 from migexporter.sim.fleet import FAULTS, MAX_EVENTS, RECOVERY_ACTIONS
 from migexporter.sim.profiles import SimError
 
@@ -47,14 +48,26 @@ def _error(status: type[web.HTTPError], message: str) -> web.HTTPError:
     return status(text=body, content_type="application/json")
 
 
+async def _json(request: web.Request) -> Any:
+    """The request body parsed as JSON; 413, 408 or 400 when it is too big, slow or not JSON."""
+    limit = request.app._client_max_size  # noqa: SLF001  (aiohttp keeps no public getter)
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
+    try:
+        # A client that trickles its body is cut off like one that trickles its head.
+        async with asyncio.timeout(READ_TIMEOUT_S):
+            return json.loads(await request.text())
+    except TimeoutError:
+        raise _error(web.HTTPRequestTimeout, "the body did not arrive in time") from None
+    except ValueError:
+        raise _error(web.HTTPBadRequest, "the body is not valid JSON") from None
+
+
 async def _body(
     request: web.Request, required: dict[str, Check], optional: dict[str, Check]
 ) -> dict[str, Any]:
     """The request's JSON object, with only known keys, each of the expected type."""
-    try:
-        data = json.loads(await request.text())
-    except ValueError:
-        raise _error(web.HTTPBadRequest, "the body is not valid JSON") from None
+    data = await _json(request)
     if not isinstance(data, dict):
         raise _error(web.HTTPBadRequest, "the body must be a JSON object")
     known = required | optional
