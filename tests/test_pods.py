@@ -372,3 +372,19 @@ def test_messages_keep_the_kubelets_field_numbers():
     service = api.DESCRIPTOR.services_by_name["PodResourcesLister"]
     assert service.full_name == "v1.PodResourcesLister"
     assert {m.name for m in service.methods} == {"List", "Get"}
+
+
+async def test_a_socket_it_may_not_use_turns_attribution_off_with_one_line(
+    kubelet, socket_path, caplog, monkeypatch
+):
+    """As a non-root user the kubelet's socket refuses connections; said once, never tried."""
+    caplog.set_level(logging.INFO, logger="migexporter.pods")
+    monkeypatch.setattr("migexporter.pods.os.access", lambda _path, _mode: False)  # not root
+    watcher = PodResourcesWatcher(socket_path)
+    for _ in range(3):
+        await watcher.refresh()
+    assert watcher.up is None
+    assert kubelet.calls == 0
+    lines = [r.getMessage() for r in caplog.records]
+    reason = f"no permission to connect to {socket_path} (the kubelet's socket is root's)"
+    assert lines == [f"pod attribution off: {reason}"]

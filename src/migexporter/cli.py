@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, webconfig
+from migexporter import __version__, privileges, webconfig
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -231,6 +231,7 @@ async def serve(config: Config) -> None:
         StartupError: when there is no driver, the fleet is invalid or the port is taken.
     """
     web_state = _web_state(config)
+    _say_what_privileges_leave_out(config)
     fleet = scenario = None
     if config.simulate:
         nvml, fleet, scenario = _simulated(config)
@@ -290,6 +291,17 @@ async def _pod_watcher(config: Config) -> PodResourcesWatcher | None:
     )
     await pods.refresh()
     return pods
+
+
+def _say_what_privileges_leave_out(config: Config) -> None:
+    """One line at start naming the features this process is not privileged enough for."""
+    if config.simulate:  # the simulator needs no privileges
+        return
+    off = privileges.features_off()
+    if config.backend == "nvml" or config.dcgm_address is not None:
+        off = [feature for feature in off if feature != privileges.DCGM_NEEDS_ROOT]
+    if off:
+        log.warning("without root or CAP_SYS_ADMIN these are off: %s", "; ".join(off))
 
 
 def _web_state(config: Config) -> WebState | None:

@@ -122,6 +122,15 @@ def joined(owners: Iterable[Owner]) -> Labels:
     )
 
 
+def _unusable(socket_path: str) -> str | None:
+    """Why the socket cannot be used (absent, or no permission to connect); None if it can."""
+    if not Path(socket_path).exists():
+        return f"no kubelet pod-resources socket at {socket_path}"
+    if not os.access(socket_path, os.R_OK | os.W_OK):
+        return f"no permission to connect to {socket_path} (the kubelet's socket is root's)"
+    return None
+
+
 class PodResourcesWatcher:
     """Keeps a ``PodMap`` from the kubelet fresh, in the background.
 
@@ -166,13 +175,13 @@ class PodResourcesWatcher:
 
     async def refresh(self) -> None:
         """Ask the kubelet once; on failure keep the last map until it is too old."""
-        if self.up is None and not await asyncio.to_thread(Path(self.socket_path).exists):
-            if not self._said_off:  # one line; the socket is looked for again on every refresh
-                log.info(
-                    "pod attribution off: no kubelet pod-resources socket at %s", self.socket_path
-                )
-                self._said_off = True
-            return
+        if self.up is None:
+            reason = await asyncio.to_thread(_unusable, self.socket_path)
+            if reason is not None:
+                if not self._said_off:  # one line; the socket is looked at on every refresh
+                    log.info("pod attribution off: %s", reason)
+                    self._said_off = True
+                return
         try:
             response = await asyncio.to_thread(self._list)
         except grpc.RpcError as error:
