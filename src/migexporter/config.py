@@ -28,7 +28,21 @@ MIN_INTERVAL_S = 0.01  # the DCGM backend raises anything under its 100 ms floor
 
 
 class ConfigError(Exception):
-    """A setting is invalid; the message is one line meant for the operator."""
+    """A setting is invalid; the message is one line meant for the operator.
+
+    Messages quote what the operator gave, which may hold line breaks or other control
+    characters: those are escaped, so the message stays one printable line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character (newlines included) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -260,6 +274,8 @@ def load_file(path: str) -> dict[str, str]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"config file {path}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {error.start})") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -123,6 +123,8 @@ def load(path: str) -> WebConfig:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as error:
             raise ConfigError(error.strerror or str(error)) from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"not UTF-8 text (byte {error.start})") from error
         except yaml.YAMLError as error:
             raise ConfigError(
                 f"not valid YAML: {getattr(error, 'problem', '') or error}"
