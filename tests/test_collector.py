@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 
 import pytest
@@ -205,6 +206,40 @@ async def test_hung_gpu_times_out_alone():
         backend.release.set()
         await collector.stop()
     assert backend.closed
+
+
+async def test_a_backend_that_hangs_listing_gpus_goes_down_instead_of_stalling():
+    """gpu_count blocks (a host engine stuck behind a hung GPU): after the GPU timeout the
+    backend is down and no stale value is shown; one stuck call is never joined by more; when
+    it returns, the backend comes back."""
+    backend = StubBackend(gpus=_gpus())
+    collector = Collector(backend, BuildInfo("test"), interval=0.05, topology_refresh=0.1)
+    collector._gpu_timeout = 0.3
+    await collector.start()
+    calls = 0
+    listing = threading.Event()
+    original = backend.gpu_count
+
+    def stuck() -> int:
+        nonlocal calls
+        calls += 1
+        listing.wait(30)
+        return original()
+
+    backend.gpu_count = stuck  # type: ignore[method-assign]
+    backend_up = (("backend", "stub"),)
+    try:
+        await _eventually(lambda: _values(collector, "migexporter_backend_up")[backend_up] == 0)
+        assert not _values(collector, "nvidia_gpu_instance_sm_active_ratio")
+        await asyncio.sleep(0.5)  # several cycles while the call is stuck
+        assert calls == 1
+        listing.set()
+        await _eventually(lambda: _values(collector, "migexporter_backend_up")[backend_up] == 1)
+        await _eventually(lambda: bool(_values(collector, "nvidia_gpu_instance_sm_active_ratio")))
+    finally:
+        listing.set()
+        backend.release.set()
+        await collector.stop()
 
 
 async def test_other_gpus_keep_their_cadence_while_one_hangs():

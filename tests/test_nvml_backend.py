@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -10,6 +11,8 @@ from manual_clock import ManualClock
 from migexporter import catalog
 from migexporter.backends.base import EventKind, GpuUnavailableError
 from migexporter.backends.nvml import NvmlBackend
+from migexporter.collector import Collector
+from migexporter.exposition import BuildInfo
 from migexporter.sim import FakeNvml, Fleet
 
 
@@ -210,3 +213,34 @@ def test_event_from_a_device_that_cannot_be_named_is_still_delivered():
     xids = [(e.gpu_uuid, e.xid) for e in events if e.kind is EventKind.XID]
     assert (gpus[1].uuid, 48) in xids
     assert ("", 13) in xids
+
+
+async def test_nvml_shut_down_under_the_exporter_is_initialised_again(caplog):
+    """Another user of the process's NVML calls nvmlShutdown once too often: the backend is
+    down for a cycle, initialises NVML again, and GPUs, instances and events come back."""
+    fleet = Fleet.from_spec("h100-80gb:1g.10gb*7,a100-40gb")
+    collector = Collector(NvmlBackend(FakeNvml(fleet)), BuildInfo("t"), interval=0.05)
+    await collector.start()
+    try:
+        fleet.fault(None, "nvml_shutdown")
+        for _ in range(200):
+            if not collector.backend_up:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(200):
+            if collector.backend_up and len(collector.samples) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert collector.backend_up
+        assert len(collector.samples) == 2
+        fleet.inject_xid(0, 48, 3, 0)  # registered for events again
+        for _ in range(200):
+            if any(key.gpu_instance_id == 3 for key in collector._counts):
+                break
+            await asyncio.sleep(0.01)
+        counted = {(k.detail, k.gpu_instance_id): v.count for k, v in collector._counts.items()}
+        assert counted == {("48", 3): 1}
+        again = [r for r in caplog.records if "initialising it again" in r.getMessage()]
+        assert len(again) == 1
+    finally:
+        await collector.stop()

@@ -139,6 +139,7 @@ class Collector:
         self._last_collect: float | None = None
         self.exposition: Exposition = render(self.snapshot())
         self._workers: dict[int, ThreadPoolExecutor] = {}
+        self._count_call: asyncio.Future[int] | None = None
         self._in_flight: dict[int, _Call] = {}
         self._refresh_now = asyncio.Event()
         self._stop = threading.Event()
@@ -233,13 +234,34 @@ class Collector:
             raise GpuUnavailableError(f"GPU {index} did not answer within {self._gpu_timeout:g}s")
         raise LateError(call)
 
+    async def _count_gpus(self) -> int:
+        """``backend.gpu_count`` in a thread, waited for at most the GPU timeout.
+
+        A call that hangs (a host engine stuck behind a hung GPU) makes the backend down
+        instead of stalling every cycle; it is not asked again until that call returns.
+
+        Raises:
+            BackendUnavailableError: the backend said so, or did not answer in time.
+        """
+        call = self._count_call
+        if call is None or call.done():
+            call = self._count_call = asyncio.ensure_future(
+                asyncio.to_thread(self.backend.gpu_count)
+            )
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), self._gpu_timeout)
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"{self.backend.name} did not list the GPUs within {self._gpu_timeout:g}s"
+            ) from None
+
     async def _refresh_topology(self, wait: float) -> None:
         """Enumerate every GPU, waiting for each at most ``wait`` seconds.
 
         A GPU that is late or down keeps what the last enumeration knew of it.
         """
         try:
-            count = await asyncio.to_thread(self.backend.gpu_count)
+            count = await self._count_gpus()
         except BackendUnavailableError as error:
             self._backend_down(error)
             return

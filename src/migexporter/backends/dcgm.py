@@ -9,6 +9,7 @@ every sample of DCGM field 230 since the previous read: one source at a time.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -311,6 +312,11 @@ class DcgmBackend:
                 self._sync_groups(raw)
         except self._b.structs.DCGMError as error:
             raise BackendUnavailableError(f"DCGM: {error}") from error
+        if self._nvml is not None:
+            # Local NVML initialises itself again here if it was shut down under the exporter;
+            # until it can, discovery of that GPU keeps what the last enumeration knew.
+            with contextlib.suppress(BackendUnavailableError):
+                self._nvml.gpu_count()
         return len(ids)
 
     def _read_hierarchy(self, raw: Any) -> _Hierarchy:

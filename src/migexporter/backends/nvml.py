@@ -40,11 +40,13 @@ GPM_METRICS: dict[int, int] = {1001: 1, 1002: 2, 1003: 3, 1004: 5, 1005: 10}
 # Errors after which nothing more can be read from the GPU this cycle.
 _GPU_GONE = (
     "NVMLError_GpuIsLost",
-    "NVMLError_Uninitialized",
     "NVMLError_DriverNotLoaded",
     "NVMLError_LibRmVersionMismatch",
     "NVMLError_ResetRequired",
 )
+# The library itself is shut down: the backend is down until gpu_count initialises it again,
+# which the collector asks for on every cycle while it is down.
+_LIBRARY_GONE = "NVMLError_Uninitialized"
 # Errors meaning "this reading does not exist here": omit the series, ask again after a change.
 _ABSENT = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound")
 
@@ -189,11 +191,31 @@ class NvmlBackend:
 
     # --- topology -------------------------------------------------------------------------------
     def gpu_count(self) -> int:
-        """How many GPUs NVML lists."""
+        """How many GPUs NVML lists; initialises NVML again if it was shut down under us."""
+        n = self._nvml
         try:
-            return int(self._nvml.nvmlDeviceGetCount())
-        except self._nvml.NVMLError as error:
+            try:
+                return int(n.nvmlDeviceGetCount())
+            except n.NVMLError_Uninitialized:
+                self._initialise_again()
+                return int(n.nvmlDeviceGetCount())
+        except n.NVMLError as error:
             raise BackendUnavailableError(f"NVML: {error}") from error
+
+    def _initialise_again(self) -> None:
+        """Initialise NVML again after another user of this process's NVML shut it down.
+
+        Handles, GPM samples and the event set of the old session are not used any more; the
+        GPUs are enumerated afresh and registered for events again.
+        """
+        log.warning("NVML was uninitialised under the exporter; initialising it again")
+        n = self._nvml
+        n.nvmlInit()
+        self.driver_version = n.nvmlSystemGetDriverVersion()
+        self._event_set = n.nvmlEventSetCreate()
+        self._gpus.clear()
+        self._uuids_by_handle.clear()
+        self._registered.clear()
 
     def discover_gpu(self, index: int) -> Gpu:
         """Enumerate GPU ``index``: identity, MIG mode, GPU and compute instances."""
@@ -459,6 +481,8 @@ class NvmlBackend:
             return call()
         except n.NVMLError as error:
             kind = type(error).__name__
+            if kind == _LIBRARY_GONE:
+                raise BackendUnavailableError(f"NVML: {error}") from error
             if kind in _GPU_GONE:
                 raise GpuUnavailableError(f"GPU {run.uuid}: {error}") from error
             if kind in _ABSENT:

@@ -130,7 +130,7 @@ class Cache:
     def __init__(self, fleet: Fleet, stamp: Callable[[], int]) -> None:
         self.fleet = fleet
         self._stamp = stamp
-        self.nv = FakeNvml(fleet, privileged=True)  # nv-hostengine runs as root
+        self.nv = FakeNvml(fleet, privileged=True, client=False)  # nv-hostengine: root
         self.nv.nvmlInit()
         self.watches: dict[Key, Watch] = {}
         self.instances: dict[int, list[Instance]] = {}  # by GPU index

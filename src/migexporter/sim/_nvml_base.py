@@ -14,6 +14,7 @@ from migexporter.sim._model import GpuState, SimComputeInstance, SimGpu, SimGpuI
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from migexporter.sim._events import EventQueue
     from migexporter.sim.fleet import Fleet
 
 
@@ -54,11 +55,36 @@ def fill(ref: Any, items: Sequence[Any]) -> None:
 class Session:
     """One process's view of the library: NVML counts nvmlInit/nvmlShutdown per process."""
 
-    def __init__(self, fleet: Fleet, privileged: bool | None = None) -> None:
+    def __init__(
+        self, fleet: Fleet, privileged: bool | None = None, *, client: bool = True
+    ) -> None:
         self._fleet = fleet
         self._privileged = fleet.privileged if privileged is None else privileged
         self._refcount = 0
         self._refcount_lock = threading.Lock()
+        self._event_queues: list[EventQueue] = []  # freed with the library, as NVML does
+        if client:  # the simulator's operator and host engine are processes of their own
+            fleet.sessions.add(self)
+
+    def shut_down(self) -> None:
+        """Uninitialise, as another user of the process's NVML calling nvmlShutdown would.
+
+        Every call fails with NVMLError_Uninitialized until the next nvmlInit.
+        """
+        with self._refcount_lock:
+            self._refcount = 0
+        self.release_event_sets()
+
+    def release_event_sets(self) -> None:
+        """Free every event set of this session: NVML frees them when it shuts down."""
+        with self._fleet.lock:
+            for queue in self._event_queues:
+                self._fleet.free_event_set(queue)
+            self._event_queues.clear()
+
+    def own_event_set(self, queue: EventQueue) -> None:
+        """Remember an event set this session created, so that a shutdown frees it."""
+        self._event_queues.append(queue)
 
     def _check_init(self) -> None:
         if self._refcount <= 0:

@@ -204,7 +204,9 @@ class TelemetryCalls(Session):
         """A new, empty event set."""
         self._check_init()
         with self._fleet.lock:
-            return ctypes.pointer(self._fleet.create_event_set(self._privileged))
+            struct, queue = self._fleet.create_event_set(self._privileged)
+            self.own_event_set(queue)
+            return ctypes.pointer(struct)
 
     def _event_set(self, eventSet: Any) -> EventQueue:
         queue = self._fleet.resolve(eventSet, "event_set")
@@ -246,7 +248,10 @@ class TelemetryCalls(Session):
         """Free an event set."""
         self._check_init()
         with self._fleet.lock:
-            self._fleet.free_event_set(self._event_set(eventSet))
+            queue = self._event_set(eventSet)
+            self._fleet.free_event_set(queue)
+            if queue in self._event_queues:
+                self._event_queues.remove(queue)
 
     # --- GPM: counters sampled per GPU, per GPU instance, or per MIG device ---
 

@@ -7,6 +7,7 @@ import itertools
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from migexporter.sim.profiles import SimError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from migexporter.sim._nvml_base import Session
     from migexporter.sim.profiles import CiProfile, GiProfile, Placement
 
 MAX_EVENTS = 100_000  # per injection
@@ -33,7 +35,8 @@ ADVANCE_STEP_S = 0.001
 _RETIRED_KEPT = 100_000
 GPU_FAULTS = ("fall_off_bus", "hang", "profiling_multipass", "recover")
 HOSTENGINE_FAULTS = ("hostengine_down", "hostengine_up")  # the node's nv-hostengine
-FAULTS = GPU_FAULTS + HOSTENGINE_FAULTS
+NODE_FAULTS = (*HOSTENGINE_FAULTS, "nvml_shutdown")  # faults of the node, not of one GPU
+FAULTS = GPU_FAULTS + NODE_FAULTS
 # DGX H100 bus numbers of its eight GPUs, so PCI ids look like the real thing.
 _BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
 # What nvidia-smi prints for driver errors that reconfiguration can meet.
@@ -116,6 +119,8 @@ class Fleet:
         self._uuids: set[str] = set()
         self._verbs = threading.Lock()  # operator actions run one at a time
         self._operator: FakeNvml | None = None
+        # Every client's view of NVML (FakeNvml), for the nvml_shutdown fault.
+        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         # Read by the simulated DCGM host engine: down, and restarts (a fresh process).
         self.hostengine_up = True
         self.hostengine_generation = 0
@@ -305,18 +310,20 @@ class Fleet:
         self.retire(ci.device)
         self._config_changed(ci.gpu)
 
-    def create_event_set(self, privileged: bool) -> object:
-        """A new event set; returns the struct its handles point at."""
+    def create_event_set(self, privileged: bool) -> tuple[object, EventQueue]:
+        """A new event set: the struct its handles point at, and its queue."""
         queue = EventQueue(privileged)
         struct = pynvml.struct_c_nvmlEventSet_t()
         self.register(struct, queue, "event_set")
         self._event_sets[queue] = struct
-        return struct
+        return struct, queue
 
     def free_event_set(self, queue: EventQueue) -> None:
-        """Forget an event set and wake its waiter."""
+        """Forget an event set and wake its waiter; a set already freed is left alone."""
         queue.close()
-        self.retire(self._event_sets.pop(queue))
+        struct = self._event_sets.pop(queue, None)
+        if struct is not None:
+            self.retire(struct)
 
     def publish(self, event: Event, count: int = 1) -> None:
         """Hand ``count`` copies of an event to every event set listening for it."""
@@ -337,7 +344,7 @@ class Fleet:
         # A root tool like nvidia-smi, with its own library session: an exporter's
         # nvmlShutdown or lack of privileges does not affect it.
         if self._operator is None:
-            self._operator = FakeNvml(self, privileged=True)
+            self._operator = FakeNvml(self, privileged=True, client=False)
             self._operator.nvmlInit()
         return self._operator
 
@@ -492,6 +499,19 @@ class Fleet:
                 "value": value,
             }
 
+    def _node_fault(self, kind: str) -> dict[str, Any]:
+        if kind == "nvml_shutdown":
+            for session in list(self.sessions):
+                session.shut_down()
+            return {"nvml": "uninitialised"}
+        with self.lock:
+            if kind == "hostengine_down":
+                self.hostengine_up = False
+            elif not self.hostengine_up:
+                self.hostengine_up = True
+                self.hostengine_generation += 1
+            return self._describe_hostengine()
+
     def fault(self, gpu: int | None = None, kind: str = "") -> dict[str, Any]:
         """Make a GPU fall off the bus, hang, or recover with the same handles.
 
@@ -503,18 +523,16 @@ class Fleet:
         to ``none`` (silently: no recovery action event).
 
         ``hostengine_down`` stops the node's DCGM host engine and ``hostengine_up`` starts a
-        fresh one (a new process: new generation, nothing kept); they ignore ``gpu``.
+        fresh one (a new process: new generation, nothing kept). ``nvml_shutdown``
+        uninitialises NVML under every client but the simulator's own operator and host
+        engine (separate processes), as a library in the client's process calling
+        ``nvmlShutdown`` once too often would; calls fail with ``NVMLError_Uninitialized``
+        until the client calls ``nvmlInit`` again. Node faults ignore ``gpu``.
         """
         if kind not in FAULTS:
             raise SimError(f"unknown fault {kind!r}; valid: {', '.join(FAULTS)}")
-        if kind in HOSTENGINE_FAULTS:
-            with self.lock:
-                if kind == "hostengine_down":
-                    self.hostengine_up = False
-                elif not self.hostengine_up:
-                    self.hostengine_up = True
-                    self.hostengine_generation += 1
-                return self._describe_hostengine()
+        if kind in NODE_FAULTS:
+            return self._node_fault(kind)
         if gpu is None:
             raise SimError(f"fault {kind!r} needs a GPU index")
         with self.lock:

@@ -63,6 +63,9 @@ class FakeNvml(MigCalls, TelemetryCalls):
             if self._refcount <= 0:
                 raise fail(pynvml.NVML_ERROR_UNINITIALIZED)
             self._refcount -= 1
+            last = self._refcount == 0
+        if last:
+            self.release_event_sets()
 
     def nvmlSystemGetDriverVersion(self) -> str:
         """The driver version the simulator claims (the one facts/nvml-mig.md measured)."""
