@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     import ssl
@@ -203,6 +204,18 @@ def start_service(
         command = " ".join(argv)
         pytest.fail(f"{failure}\ncommand: {command}\n--- {name} log ---\n{tail}", pytrace=False)
     return service
+
+
+def scraped(service: Service, name: str) -> list[dict[str, str]]:
+    """Each sample called ``name`` in one plain-text scrape: its labels, and "value"."""
+    reply = service.get("/metrics")
+    assert reply.status == 200, reply.status
+    return [
+        {**s.labels, "value": str(s.value)}
+        for family in text_string_to_metric_families(reply.body.decode())
+        for s in family.samples
+        if s.name == name
+    ]
 
 
 def exporter_env() -> dict[str, str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Service, sim_fleet, start_exporter, wait_for
+from harness import Service, scraped, sim_fleet, start_exporter, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -70,30 +70,19 @@ class Watcher(threading.Thread):
                     self.counters[key] = sample.value
 
 
-def _samples(exporter: Service, name: str) -> list[dict[str, str]]:
-    reply = exporter.get("/metrics")
-    assert reply.status == 200
-    return [
-        {**s.labels, "value": str(s.value)}
-        for family in text_string_to_metric_families(reply.body.decode())
-        for s in family.samples
-        if s.name == name
-    ]
-
-
 def _up(exporter: Service) -> dict[str, float]:
-    return {s["gpu"]: float(s["value"]) for s in _samples(exporter, "nvidia_gpu_up")}
+    return {s["gpu"]: float(s["value"]) for s in scraped(exporter, "nvidia_gpu_up")}
 
 
 def _last_collect(exporter: Service) -> float:
-    return float(_samples(exporter, "migexporter_last_collect_timestamp_seconds")[0]["value"])
+    return float(scraped(exporter, "migexporter_last_collect_timestamp_seconds")[0]["value"])
 
 
 def _instances(exporter: Service) -> set[tuple[str, str]]:
     """(gpu, GI id) of every GPU-instance series on /metrics."""
     return {
         (s["gpu"], s["gpu_instance_id"])
-        for s in _samples(exporter, "nvidia_gpu_instance_memory_total_bytes")
+        for s in scraped(exporter, "nvidia_gpu_instance_memory_total_bytes")
     }
 
 
@@ -162,7 +151,7 @@ def _hung_gpu(exporter: Service) -> None:
     _fault(exporter, "hang", 1)
     wait_for(lambda: _up(exporter), until=lambda up: up.get("1") == 0.0, timeout=FAULT_TIMEOUT_S)
     assert _up(exporter)["0"] == 1.0
-    assert not [s for s in _samples(exporter, "nvidia_gpu_power_watts") if s["gpu"] == "1"]
+    assert not [s for s in scraped(exporter, "nvidia_gpu_power_watts") if s["gpu"] == "1"]
     since = _last_collect(exporter)
     wait_for(lambda: _last_collect(exporter), until=lambda t: t > since + 1, what="cycles")
     _fault(exporter, "recover", 1)
@@ -174,11 +163,11 @@ def _hung_gpu_behind_the_host_engine(exporter: Service) -> None:
     (no stale value is served) until the GPU recovers, then everything is back."""
 
     def backend_up() -> list[str]:
-        return [s["value"] for s in _samples(exporter, "migexporter_backend_up")]
+        return [s["value"] for s in scraped(exporter, "migexporter_backend_up")]
 
     _fault(exporter, "hang", 1)
     wait_for(backend_up, until=lambda up: up == ["0.0"], timeout=FAULT_TIMEOUT_S)
-    assert not _samples(exporter, "nvidia_gpu_power_watts")
+    assert not scraped(exporter, "nvidia_gpu_power_watts")
     _fault(exporter, "recover", 1)
     wait_for(backend_up, until=lambda up: up == ["1.0"], timeout=FAULT_TIMEOUT_S)
     wait_for(
@@ -225,7 +214,7 @@ def _gpu_lost_and_back(exporter: Service) -> None:
 
 def _host_engine_lost_and_back(exporter: Service) -> None:
     def backend_up() -> list[str]:
-        return [s["value"] for s in _samples(exporter, "migexporter_backend_up")]
+        return [s["value"] for s in scraped(exporter, "migexporter_backend_up")]
 
     _fault(exporter, "hostengine_down")
     wait_for(backend_up, until=lambda up: up == ["0.0"], timeout=FAULT_TIMEOUT_S)
@@ -256,7 +245,7 @@ def _reconfigured_every_second(exporter: Service, seconds: float) -> None:
 def _xid_count(exporter: Service, gpu: str, xid: str) -> float:
     return sum(
         float(s["value"])
-        for s in _samples(exporter, "nvidia_gpu_xid_errors_total")
+        for s in scraped(exporter, "nvidia_gpu_xid_errors_total")
         if s["gpu"] == gpu and s["xid"] == xid
     )
 

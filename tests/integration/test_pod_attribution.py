@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from harness import Service, sim_fleet, start_exporter, wait_for
-from prometheus_client.parser import text_string_to_metric_families
+from harness import Service, scraped, sim_fleet, start_exporter, wait_for
 
 from migexporter import catalog
 from migexporter.sim.kubelet import FakeKubelet, pod_resources
@@ -53,22 +52,11 @@ def exporter(
     service.stop()
 
 
-def _series(exporter: Service, name: str) -> list[dict[str, str]]:
-    reply = exporter.get("/metrics")
-    assert reply.status == 200
-    return [
-        {**s.labels, "value": str(s.value)}
-        for family in text_string_to_metric_families(reply.body.decode())
-        for s in family.samples
-        if s.name == name
-    ]
-
-
 def _owners(exporter: Service, name: str, gpu: str = "0") -> dict[str, dict[str, str]]:
     """GI id -> the pod labels of that GI's series of family ``name`` on GPU ``gpu``."""
     return {
         s["gpu_instance_id"]: {k: s[k] for k in OWNER if k in s}
-        for s in _series(exporter, name)
+        for s in scraped(exporter, name)
         if s["gpu"] == gpu
     }
 
@@ -97,17 +85,17 @@ def test_a_pod_is_followed_from_one_instance_to_another(
     owners = _owners(exporter, catalog.GI_MEMORY_USED.name)
     assert owners[str(first)] == OWNER
     assert all(not owner for gi, owner in owners.items() if gi != str(first))
-    ci = [s for s in _series(exporter, catalog.COMPUTE_INSTANCE_INFO.name) if s.get("pod")]
+    ci = [s for s in scraped(exporter, catalog.COMPUTE_INSTANCE_INFO.name) if s.get("pod")]
     assert [(s["gpu"], s["gpu_instance_id"], s["mig_uuid"]) for s in ci] == [
         ("0", str(first), devices[first])
     ]
-    assert [s["value"] for s in _series(exporter, catalog.POD_RESOURCES_UP.name)] == ["1.0"]
+    assert [s["value"] for s in scraped(exporter, catalog.POD_RESOURCES_UP.name)] == ["1.0"]
 
     xid = {"gpu": 0, "xid": 48, "gpu_instance_id": first, "compute_instance_id": 0}
     assert exporter.post("/api/sim/xid", xid).status == 200
     xids = catalog.XID_ERRORS.name
     wait_for(
-        lambda: [s for s in _series(exporter, xids) if s.get("pod") == "train-0"],
+        lambda: [s for s in scraped(exporter, xids) if s.get("pod") == "train-0"],
         what="the XID counted with the pod's labels",
     )
 
@@ -122,7 +110,7 @@ def test_a_pod_is_followed_from_one_instance_to_another(
     charged = wait_for(
         lambda: {
             (s["gpu_instance_id"], s.get("pod", "")): s["value"]
-            for s in _series(exporter, xids)
+            for s in scraped(exporter, xids)
             if s["xid"] == "48" and s["gpu"] == "0" and s["gpu_instance_id"]
         },
         until=lambda counts: len(counts) == 2,
@@ -138,7 +126,7 @@ def test_a_pod_is_followed_from_one_instance_to_another(
     # The kubelet goes away: the labels stay up to the max age, then go.
     kubelet.stop()
     wait_for(
-        lambda: _series(exporter, catalog.POD_RESOURCES_UP.name),
+        lambda: scraped(exporter, catalog.POD_RESOURCES_UP.name),
         until=lambda up: [s["value"] for s in up] == ["0.0"],
         what="migexporter_pod_resources_up at 0",
     )
@@ -170,7 +158,7 @@ def test_without_a_kubelet_socket_one_line_and_no_pod_labels(
         )
 
         def last_collect() -> float:
-            return float(_series(service, catalog.LAST_COLLECT.name)[0]["value"])
+            return float(scraped(service, catalog.LAST_COLLECT.name)[0]["value"])
 
         # Ten refreshes later it has still said so only once.
         since = last_collect()
