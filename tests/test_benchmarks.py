@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-QUICK = ("scrape", "sampling", "memory", "event_latency", "slow_driver", "paging")
+QUICK = ("scrape", "sampling", "memory", "event_latency", "slow_driver", "paging", "soak")
 TIMEOUT_S = 120  # a bound on a hang, far above a quick run's few seconds
 CANNOT_RUN = 2
 

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from migexporter import catalog, xids
 from migexporter.backends.base import (
@@ -223,6 +223,9 @@ class Collector:
         if worker is None:
             worker = self._workers[index] = ThreadPoolExecutor(1, f"migexporter-gpu{index}")
         future = asyncio.get_running_loop().run_in_executor(worker, call)
+        # A call may end, failed, after its cycle stopped waiting: its error is looked at here,
+        # so asyncio never logs it as unretrieved (with a traceback kept alive until then).
+        future.add_done_callback(_retrieved)
         this = self._in_flight[index] = _Call(future, time.monotonic())  # type: ignore[arg-type]
         try:
             return await asyncio.wait_for(asyncio.shield(future), min(wait, self._gpu_timeout))
@@ -443,6 +446,11 @@ class Collector:
             # Gzip what scrapers asked of the last exposition, in the render thread.
             asked = self.exposition.gzipped_formats()
             self.exposition = await asyncio.to_thread(render, snapshot, asked)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _series(event: DeviceEvent) -> tuple[catalog.Metric, str]:

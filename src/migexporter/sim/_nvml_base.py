@@ -62,7 +62,9 @@ class Session:
         self._privileged = fleet.privileged if privileged is None else privileged
         self._refcount = 0
         self._refcount_lock = threading.Lock()
-        self._event_queues: list[EventQueue] = []  # freed with the library, as NVML does
+        # Freed with the library, as NVML frees a process's event sets and GPM samples.
+        self._event_queues: list[EventQueue] = []
+        self._gpm_samples: dict[int, object] = {}  # struct address -> struct
         if client:  # the simulator's operator and host engine are processes of their own
             fleet.sessions.add(self)
 
@@ -73,14 +75,17 @@ class Session:
         """
         with self._refcount_lock:
             self._refcount = 0
-        self.release_event_sets()
+        self.release_resources()
 
-    def release_event_sets(self) -> None:
-        """Free every event set of this session: NVML frees them when it shuts down."""
+    def release_resources(self) -> None:
+        """Free this session's event sets and GPM samples: NVML frees them when it shuts down."""
         with self._fleet.lock:
             for queue in self._event_queues:
                 self._fleet.free_event_set(queue)
             self._event_queues.clear()
+            for struct in self._gpm_samples.values():
+                self._fleet.retire(struct, keep=False)
+            self._gpm_samples.clear()
 
     def own_event_set(self, queue: EventQueue) -> None:
         """Remember an event set this session created, so that a shutdown frees it."""

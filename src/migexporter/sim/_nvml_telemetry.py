@@ -270,6 +270,7 @@ class TelemetryCalls(Session):
         sample = GpmSample(pynvml.struct_c_nvmlGpmSample_t())
         with self._fleet.lock:
             self._fleet.register(sample.struct, sample, "gpm_sample")
+            self._gpm_samples[ctypes.addressof(sample.struct)] = sample.struct
         return ctypes.pointer(sample.struct)
 
     def _sample(self, gpmSample: Any) -> GpmSample:
@@ -282,7 +283,9 @@ class TelemetryCalls(Session):
         """Free a GPM sample."""
         self._check_init()
         with self._fleet.lock:
-            self._fleet.retire(self._sample(gpmSample).struct, keep=False)
+            struct = self._sample(gpmSample).struct
+            self._fleet.retire(struct, keep=False)
+            self._gpm_samples.pop(ctypes.addressof(struct), None)
 
     def nvmlGpmSampleGet(self, device: Any, gpmSample: Any) -> Any:
         """Sample a whole GPU, or one MIG device (compute instance)."""

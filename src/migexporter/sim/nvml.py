@@ -65,7 +65,7 @@ class FakeNvml(MigCalls, TelemetryCalls):
             self._refcount -= 1
             last = self._refcount == 0
         if last:
-            self.release_event_sets()
+            self.release_resources()
 
     def nvmlSystemGetDriverVersion(self) -> str:
         """The driver version the simulator claims (the one facts/nvml-mig.md measured)."""
