@@ -27,3 +27,7 @@ def test_without_cap_sys_admin_the_privileged_features_are_off():
     assert not has_sys_admin(OTHERS, euid=1000)  # every other capability does not help
     assert not has_sys_admin("Name:\tno capability line\n", euid=1000)
     assert features_off(OTHERS, euid=1000) == [*NEED_ADMIN, DCGM_NEEDS_ROOT]
+
+
+def test_the_dcgm_root_requirement_is_named_only_for_an_embedded_host_engine():
+    assert features_off(SYS_ADMIN, euid=1000, embedded_dcgm=False) == []

@@ -297,9 +297,8 @@ def _say_what_privileges_leave_out(config: Config) -> None:
     """One line at start naming the features this process is not privileged enough for."""
     if config.simulate:  # the simulator needs no privileges
         return
-    off = privileges.features_off()
-    if config.backend == "nvml" or config.dcgm_address is not None:
-        off = [feature for feature in off if feature != privileges.DCGM_NEEDS_ROOT]
+    embedded_dcgm = config.backend != "nvml" and config.dcgm_address is None
+    off = privileges.features_off(embedded_dcgm=embedded_dcgm)
     if off:
         log.warning("without root or CAP_SYS_ADMIN these are off: %s", "; ".join(off))
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _NO_PODS = PodMap()
+_BACKEND_WORKER = -1  # the worker of backend-wide calls, beside one per GPU index
 
 RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
 EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
@@ -139,7 +140,6 @@ class Collector:
         self._last_collect: float | None = None
         self.exposition: Exposition = render(self.snapshot())
         self._workers: dict[int, ThreadPoolExecutor] = {}
-        self._count_call: asyncio.Future[int] | None = None
         self._in_flight: dict[int, _Call] = {}
         self._refresh_now = asyncio.Event()
         self._stop = threading.Event()
@@ -211,6 +211,8 @@ class Collector:
     async def _on_gpu(self, index: int, call: Callable[[], _T], wait: float) -> _T:
         """Run ``call`` on GPU ``index``'s own thread and wait for it at most ``wait`` seconds.
 
+        ``_BACKEND_WORKER`` as the index runs a backend-wide call the same way.
+
         Raises:
             LateError: the GPU is still working, on this call or an earlier one, within the GPU
                 timeout; the call goes on and ``LateError.call`` says when it is done.
@@ -221,7 +223,8 @@ class Collector:
             self._raise_late(index, previous)
         worker = self._workers.get(index)
         if worker is None:
-            worker = self._workers[index] = ThreadPoolExecutor(1, f"migexporter-gpu{index}")
+            name = "migexporter-backend" if index == _BACKEND_WORKER else f"migexporter-gpu{index}"
+            worker = self._workers[index] = ThreadPoolExecutor(1, name)
         future = asyncio.get_running_loop().run_in_executor(worker, call)
         # A call may end, failed, after its cycle stopped waiting: its error is looked at here,
         # so asyncio never logs it as unretrieved (with a traceback kept alive until then).
@@ -238,7 +241,7 @@ class Collector:
         raise LateError(call)
 
     async def _count_gpus(self) -> int:
-        """``backend.gpu_count`` in a thread, waited for at most the GPU timeout.
+        """``backend.gpu_count`` on a worker of its own, under the same deadline as a GPU's calls.
 
         A call that hangs (a host engine stuck behind a hung GPU) makes the backend down
         instead of stalling every cycle; it is not asked again until that call returns.
@@ -246,14 +249,9 @@ class Collector:
         Raises:
             BackendUnavailableError: the backend said so, or did not answer in time.
         """
-        call = self._count_call
-        if call is None or call.done():
-            call = self._count_call = asyncio.ensure_future(
-                asyncio.to_thread(self.backend.gpu_count)
-            )
         try:
-            return await asyncio.wait_for(asyncio.shield(call), self._gpu_timeout)
-        except TimeoutError:
+            return await self._on_gpu(_BACKEND_WORKER, self.backend.gpu_count, self._gpu_timeout)
+        except (LateError, GpuUnavailableError):
             raise BackendUnavailableError(
                 f"{self.backend.name} did not list the GPUs within {self._gpu_timeout:g}s"
             ) from None

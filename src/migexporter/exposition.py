@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from migexporter.backends.base import GpuSample, Readings
     from migexporter.topology import Gpu, GpuInstance, Topology
 
-OPTIONAL = catalog.OPTIONAL_LABELS
 TEXT = CONTENT_TYPE_LATEST
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
 
@@ -126,10 +125,15 @@ def _family(metric: Metric, series: Iterable[_Series]) -> Family:
         for values, value in series:
             family.add_metric(list(values), value)
     family.samples = [
-        sample._replace(labels={k: v for k, v in sample.labels.items() if v or k not in OPTIONAL})
+        sample._replace(labels={k: v for k, v in sample.labels.items() if _shown(k, v)})
         for sample in family.samples
     ]
     return family
+
+
+def _shown(label: str, value: str) -> bool:
+    """Whether a label is printed: an optional one (the pod labels) only when it has a value."""
+    return bool(value) or label not in catalog.OPTIONAL_LABELS
 
 
 def _gpu_labels(gpu: Gpu) -> tuple[str, ...]:
@@ -331,7 +335,7 @@ def _prefix(metric: Metric, values: tuple[str, ...]) -> str:
     labels = ",".join(
         f'{label}="{_escape(values[i])}"'
         for i, label in _label_order(metric)
-        if values[i] or label not in OPTIONAL
+        if _shown(label, values[i])
     )
     return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MAX_CONNECTIONS = 512
 READ_TIMEOUT_S = 10.0  # from a request's first byte to its handler; also the TLS handshake's
 KEEPALIVE_S = 75.0  # idle keep-alive; longer than any sane scrape interval's gap
+MAX_BODY_BYTES = 64 * 1024  # GET bodies are never read; the simulator's are small JSON objects
 HANDLER_ARGS: dict[str, Any] = {
     "max_line_size": 8190,  # request line; longer is answered 400 by aiohttp
     "max_field_size": 8190,  # one header
@@ -47,10 +48,10 @@ class ConnectionGuard:
     ) -> None:
         self.max_connections = max_connections
         self.read_timeout = read_timeout
-        self.open: set[_Guarded] = set()
+        # Open connections by id() of aiohttp's protocol (it has no __weakref__), so that the
+        # middleware finds a request's connection; entries leave with the connection.
+        self.open: dict[int, _Guarded] = {}
         self.refused = 0
-        # By id() of aiohttp's protocol (it has no __weakref__); entries leave with the connection.
-        self._by_handler: dict[int, _Guarded] = {}
 
     def factory(self, inner: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``loop.create_server`` wrapping aiohttp's ``inner``."""
@@ -61,7 +62,7 @@ class ConnectionGuard:
 
         @web.middleware
         async def mark(request: web.Request, handler: Any) -> web.StreamResponse:
-            guarded = self._by_handler.get(id(request.protocol))
+            guarded = self.open.get(id(request.protocol))
             if guarded is not None:
                 guarded.request_started()
             try:
@@ -72,12 +73,6 @@ class ConnectionGuard:
                     guarded.request_done()
 
         return mark
-
-    def _register(self, handler: object, guarded: _Guarded | None) -> None:
-        if guarded is None:
-            self._by_handler.pop(id(handler), None)
-        else:
-            self._by_handler[id(handler)] = guarded
 
 
 class _Guarded(asyncio.Protocol):
@@ -99,8 +94,7 @@ class _Guarded(asyncio.Protocol):
             transport.close()
             return
         self._transport = transport
-        guard.open.add(self)
-        guard._register(self._inner, self)  # noqa: SLF001  (the guard's own bookkeeping)
+        guard.open[id(self._inner)] = self
         self._inner.connection_made(transport)
         self._arm()  # a new connection owes its first request head too
 
@@ -129,9 +123,8 @@ class _Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
-        self._guard.open.discard(self)
         if self._inner is not None:
-            self._guard._register(self._inner, None)  # noqa: SLF001
+            self._guard.open.pop(id(self._inner), None)
             self._inner.connection_lost(exc)
 
     def request_started(self) -> None:

@@ -161,7 +161,6 @@ class PodResourcesWatcher:
         self.up: bool | None = None
         self._answered_at: float | None = None
         self._channel: grpc.Channel | None = None
-        self._failing = False
         self._said_off = False
 
     async def run(self) -> None:
@@ -199,7 +198,6 @@ class PodResourcesWatcher:
                 len(self.current.devices),
             )
         self.up = True
-        self._failing = False
 
     def _list(self) -> api.ListPodResourcesResponse:
         if self._channel is None:
@@ -218,8 +216,7 @@ class PodResourcesWatcher:
         return response
 
     def _failed(self, reason: str) -> None:
-        self.up = False
-        if not self._failing:
+        if self.up is not False:  # once per outage
             log.warning(
                 "kubelet pod-resources at %s did not answer (%s); keeping the last pod map "
                 "for up to %gs",
@@ -227,7 +224,7 @@ class PodResourcesWatcher:
                 reason,
                 self._max_age,
             )
-            self._failing = True
+        self.up = False
         age = None if self._answered_at is None else self._clock() - self._answered_at
         if self.current.devices and (age is None or age > self._max_age):
             log.warning(

@@ -34,10 +34,16 @@ def has_sys_admin(status: str | None = None, euid: int | None = None) -> bool:
     return bool(match and int(match[1], 16) >> CAP_SYS_ADMIN & 1)
 
 
-def features_off(status: str | None = None, euid: int | None = None) -> list[str]:
-    """The features this process lacks the privileges for; empty when it has them all."""
+def features_off(
+    status: str | None = None, euid: int | None = None, *, embedded_dcgm: bool = True
+) -> list[str]:
+    """The features this process lacks the privileges for; empty when it has them all.
+
+    ``embedded_dcgm``: whether the exporter may start DCGM's host engine itself (a remote one,
+    or the NVML backend, holds no root requirement here).
+    """
     root = (os.geteuid() if euid is None else euid) == 0
     off = [] if has_sys_admin(status, euid) else list(NEED_ADMIN)
-    if not root:
+    if embedded_dcgm and not root:
         off.append(DCGM_NEEDS_ROOT)
     return off

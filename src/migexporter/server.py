@@ -48,8 +48,7 @@ def create_app(
     middlewares = [guard.middleware()]
     if web_state is not None:
         middlewares.append(webconfig.middleware(web_state))
-    # GET bodies are never read; the simulator's control bodies are small JSON objects.
-    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
+    app = web.Application(middlewares=middlewares, client_max_size=httpguard.MAX_BODY_BYTES)
     app[COLLECTOR] = collector
     app[GUARD] = guard
     app.router.add_get("/metrics", metrics)

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,8 @@ class WebConfig:
     tls: Tls | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The server context of ``tls``, built (certificates loaded) once, by ``load``.
+    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     def files(self) -> tuple[str, ...]:
         """The configuration file and every file it names."""
@@ -113,7 +115,7 @@ class WebConfig:
 
 
 def load(path: str) -> WebConfig:
-    """Read and check a web configuration file, loading its certificates once to be sure.
+    """Read and check a web configuration file, and build its TLS context (loading the files).
 
     Raises:
         ConfigError: one line naming the file and the problem.
@@ -131,7 +133,7 @@ def load(path: str) -> WebConfig:
             ) from error
         config = _parse(path, {} if data is None else data)
         if config.tls is not None:
-            config.tls.context()
+            config = replace(config, context=config.tls.context())
     except ConfigError as error:
         raise ConfigError(f"web config {path}: {error}") from error
     return config
@@ -255,10 +257,10 @@ class WebState:
 
     def __init__(self, config: WebConfig) -> None:
         self.config = config
-        self._current: ssl.SSLContext | None = config.tls.context() if config.tls else None
-        self.listener: ssl.SSLContext | None = None
-        if self._current is not None:
-            self.listener = config.tls.context()  # type: ignore[union-attr]
+        # The first context serves as the listener's; it switches every connection to the
+        # context in force, itself until a reload brings another.
+        self.listener = self._current = config.context
+        if self.listener is not None:
             self.listener.sni_callback = self._switch
         self._verified: set[bytes] = set()
         self._stamps = _stamps(config.files())
@@ -272,14 +274,14 @@ class WebState:
         if (config.tls is None) != (self.config.tls is None):
             raise ConfigError("turning TLS on or off needs a restart")
         if config.tls is not None and self.listener is not None:
-            context = config.tls.context()
+            assert config.context is not None  # built by load with the tls settings
             # Verification settings are the connection's own, copied from the listener.
             self.listener.verify_mode = config.tls.client_auth
             self.listener.minimum_version = config.tls.min_version
             self.listener.maximum_version = config.tls.max_version
             if config.tls.client_ca_file:
                 self.listener.load_verify_locations(config.tls.client_ca_file)
-            self._current = context
+            self._current = config.context
         self.config = config
         self._verified.clear()
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from migexporter.httpguard import READ_TIMEOUT_S
+from migexporter.httpguard import MAX_BODY_BYTES, READ_TIMEOUT_S
 from migexporter.sim.fleet import FAULTS, MAX_EVENTS, RECOVERY_ACTIONS
 from migexporter.sim.profiles import SimError
 
@@ -50,9 +50,8 @@ def _error(status: type[web.HTTPError], message: str) -> web.HTTPError:
 
 async def _json(request: web.Request) -> Any:
     """The request body parsed as JSON; 413, 408 or 400 when it is too big, slow or not JSON."""
-    limit = request.app._client_max_size  # noqa: SLF001  (aiohttp keeps no public getter)
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, request.content_length)
     try:
         # A client that trickles its body is cut off like one that trickles its head.
         async with asyncio.timeout(READ_TIMEOUT_S):
