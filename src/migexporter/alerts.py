@@ -14,20 +14,19 @@ An exporter restart resets counters to 0, which ``increase`` treats as a reset, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from migexporter import catalog, xids
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 JOB = "migexporter"  # the scrape job the exporter-down rules watch
 XID_WINDOW = "5m"  # an XID alert fires for this long after the event, then resolves
 XID43_BURST, XID43_BURST_WINDOW = 3, "10m"
 MEMORY_FULL_RATIO = 0.95
-IDLE_RATIO, IDLE_WINDOW, IDLE_FOR = 0.05, "30m", "3h"  # idle in every 30 m window for 3 h
+# Below this GR-engine activity an allocated instance counts as idle (the idle alert and the
+# fleet dashboard's idle count); idle in every 30 m window for 3 h to alert.
+IDLE_RATIO, IDLE_WINDOW, IDLE_FOR = 0.05, "30m", "3h"
 RUNBOOK = "https://github.com/migexporter/migexporter/blob/main/alerts/README.md"
 RULE_FILE, PROMETHEUS_RULE = "migexporter.rules.yml", "prometheusrule.yaml"
 
@@ -255,7 +254,7 @@ def prometheus_rule() -> str:
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PrometheusRule",
-            "metadata": {"name": "migexporter", "labels": {"app.kubernetes.io/name": JOB}},
+            "metadata": {"name": JOB, "labels": {"app.kubernetes.io/name": JOB}},
             "spec": {"groups": groups()},
         }
     )
@@ -266,12 +265,6 @@ def _dump(data: dict[str, Any]) -> str:
     return header + yaml.safe_dump(data, sort_keys=False, width=1 << 16, allow_unicode=True)
 
 
-def write(out: Path) -> list[Path]:
-    """Write the rule file and the PrometheusRule under ``out``; the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in ((RULE_FILE, rule_file()), (PROMETHEUS_RULE, prometheus_rule())):
-        path = out / name
-        path.write_text(text)
-        written.append(path)
-    return written
+def files() -> dict[str, str]:
+    """File name -> text of the rule file and the PrometheusRule."""
+    return {RULE_FILE: rule_file(), PROMETHEUS_RULE: prometheus_rule()}

@@ -94,7 +94,7 @@ def _dashboards(args: list[str]) -> int:
     def generate(options: argparse.Namespace) -> list[Path]:
         from migexporter import dashboards, preview  # noqa: PLC0415  (see _GENERATORS)
 
-        written = dashboards.write(options.out)
+        written = _write(options.out, dashboards.files())
         if options.preview is not None:
             try:
                 written += preview.draw_all(preview.Prometheus(options.prometheus), options.preview)
@@ -114,7 +114,7 @@ def _alerts(args: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=Path("alerts"), help="(alerts)")
     from migexporter import alerts  # noqa: PLC0415  (see _GENERATORS)
 
-    return _generate(parser, args, lambda options: alerts.write(options.out))
+    return _generate(parser, args, lambda options: _write(options.out, alerts.files()))
 
 
 def _kubernetes(args: list[str]) -> int:
@@ -128,7 +128,7 @@ def _kubernetes(args: list[str]) -> int:
     )
     from migexporter import kubernetes  # noqa: PLC0415  (see _GENERATORS)
 
-    return _generate(parser, args, lambda options: kubernetes.write(options.out))
+    return _generate(parser, args, lambda options: _write(options.out, kubernetes.files()))
 
 
 # Subcommands that write generated files; without one, the command serves metrics. Their modules
@@ -138,6 +138,17 @@ _GENERATORS: dict[str, Callable[[list[str]], int]] = {
     "alerts": _alerts,
     "kubernetes": _kubernetes,
 }
+
+
+def _write(out: Path, files: dict[str, str]) -> list[Path]:
+    """Write generated files (name under ``out`` -> text); the paths written."""
+    written = []
+    for name, text in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
 
 
 def _generate(

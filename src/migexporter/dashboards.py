@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from migexporter import catalog
+from migexporter import alerts, catalog
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 DATASOURCE = "${datasource}"
 WIDTH = 24  # Grafana's grid is 24 columns wide
@@ -31,7 +30,6 @@ FLEET_UID, INSTANCE_UID, EXPORTER_UID = "migexporter-fleet", "migexporter-instan
 # Compute slices a GPU instance can hold (A30 up to 4, A100/H100/H200 up to 7): the weights of
 # the slice-weighted roll-up, since the slice count is a label of the instance's info series.
 SLICE_COUNTS = (1, 2, 3, 4, 7)
-IDLE_RATIO = 0.05  # below this GR-engine activity over the range an instance counts as idle
 TITLES = {FLEET_UID: "MIG fleet", INSTANCE_UID: "MIG instance", EXPORTER_UID: "migexporter"}
 # Short panel titles of the profiling fields, by DCGM field id.
 FIELD_TITLES = {
@@ -112,11 +110,9 @@ def _target(expr: str, legend: str = "", ref: str = "A", *, table: bool = False)
     return g.Target(expr=expr, refId=ref, legendFormat=legend)
 
 
-def _timeseries(
-    title: str, description: str, targets: list[g.Target], unit: str, *, ratio: bool = False
-) -> g.TimeSeries:
+def _timeseries(title: str, description: str, targets: list[g.Target], unit: str) -> g.TimeSeries:
     extra: dict[str, Any] = {}
-    if ratio:
+    if unit == UNITS["ratio"]:  # ratios are drawn on their whole 0-1 range
         extra = {"fieldConfig": {"defaults": {"min": 0, "max": 1}}}
     return g.TimeSeries(
         title=title,
@@ -141,7 +137,6 @@ def _metric_panel(
         metric.help,
         [_target(_series(metric, **matchers), legend)],
         UNITS[metric.unit],
-        ratio=metric.unit == "ratio",
     )
 
 
@@ -280,10 +275,10 @@ def fleet() -> g.Dashboard:
     grid.add(
         _stat(
             "Idle instances",
-            f"GPU instances whose GR engine was active less than {IDLE_RATIO:.0%} of the time over "
-            "the dashboard's range: capacity held but unused.",
+            f"GPU instances whose GR engine was active less than {alerts.IDLE_RATIO:.0%} of the "
+            "time over the dashboard's range: capacity held but unused.",
             f"count(avg_over_time({_series(catalog.GI_GR_ENGINE_ACTIVE, **FLEET_GI)}[$__range])"
-            f" < {IDLE_RATIO}) or vector(0)",
+            f" < {alerts.IDLE_RATIO}) or vector(0)",
         ),
         4,
         6,
@@ -334,7 +329,6 @@ def fleet() -> g.Dashboard:
             "slices, summed per physical GPU: how busy the whole card is.",
             [_target(weighted, GPU_LEGEND)],
             "percentunit",
-            ratio=True,
         ),
         12,
     )
@@ -350,7 +344,6 @@ def fleet() -> g.Dashboard:
             "Frame buffer in use as a fraction of the GPU instance's own memory, not the card's.",
             [_target(f"{mem_used} / {mem_total}", GI_LEGEND)],
             "percentunit",
-            ratio=True,
         ),
         8,
     )
@@ -498,7 +491,6 @@ def instance() -> g.Dashboard:
             "The five profiling ratios of the GPU instance.",
             activity,
             "percentunit",
-            ratio=True,
         ),
         16,
     )
@@ -672,15 +664,9 @@ def as_json(dashboard: g.Dashboard) -> str:
     return json.dumps(data, cls=DashboardEncoder, sort_keys=True, indent=2) + "\n"
 
 
-def write(out: Path) -> list[Path]:
-    """Write every dashboard as ``NAME.json`` under ``out``; the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, build in DASHBOARDS.items():
-        path = out / f"{name}.json"
-        path.write_text(as_json(build()))
-        written.append(path)
-    return written
+def files() -> dict[str, str]:
+    """``NAME.json`` -> text of every dashboard."""
+    return {f"{name}.json": as_json(build()) for name, build in DASHBOARDS.items()}
 
 
 def panels(data: dict[str, Any]) -> Iterator[dict[str, Any]]:

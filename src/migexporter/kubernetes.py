@@ -10,20 +10,18 @@ PrometheusRule and the dashboards are written into the base from the same genera
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import PurePosixPath
+from typing import Any
 
 import yaml
 
-from migexporter import __version__, alerts, dashboards
+from migexporter import __version__, alerts, config, dashboards, pods
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-NAME = "migexporter"
-PORT = 9945
+NAME = alerts.JOB  # the ServiceMonitor's job label: the exporter-down rules watch this job
+PORT = config.DEFAULT_PORT
 IMAGE = f"migexporter:{__version__}"  # build deploy/docker/Dockerfile; set yours with kustomize
 LABELS = {"app.kubernetes.io/name": NAME}
-POD_RESOURCES = "/var/lib/kubelet/pod-resources"
+POD_RESOURCES = str(PurePosixPath(pods.DEFAULT_SOCKET).parent)  # the default needs no flag
 # Sized from the benchmarks: about 1% of a core and 51 MiB at 8 GPUs x 7 instances, 1 s sampling.
 RESOURCES = {
     "requests": {"cpu": "50m", "memory": "96Mi"},
@@ -269,21 +267,9 @@ def files() -> dict[str, str]:
         "web-config/daemonset-args.yaml": _dump(daemonset_args_patch()),
         "web-config/servicemonitor-tls.yaml": _dump(service_monitor_tls_patch()),
     }
-    for name, build in dashboards.DASHBOARDS.items():
-        found[f"base/dashboards/{name}.json"] = dashboards.as_json(build())
+    found |= {f"base/dashboards/{name}": text for name, text in dashboards.files().items()}
     return found
 
 
 def _dump(data: dict[str, Any] | list[dict[str, Any]]) -> str:
     return HEADER + yaml.safe_dump(data, sort_keys=False)
-
-
-def write(out: Path) -> list[Path]:
-    """Write the base and the overlay under ``out``; the paths written."""
-    written = []
-    for name, text in files().items():
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
