@@ -42,7 +42,7 @@ from harness import (
 )
 
 sys.path.insert(0, str(SRC))
-from migexporter import alerts  # this checkout's rules
+from migexporter.mixin import alerts  # this checkout's rules
 
 FLEET = "4*h100-80gb:1g.10gb*7"  # 28 GPU instances: one fresh instance per event
 EVENTS, QUICK_EVENTS = 20, 2

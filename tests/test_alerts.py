@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cli_run import run_cli
-from migexporter import alerts
+from migexporter.mixin import alerts
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "alerts"

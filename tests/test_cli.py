@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+import subprocess
+import sys
 
 import pytest
 
 from cli_run import run_cli
-
-if TYPE_CHECKING:
-    import subprocess
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -88,3 +86,16 @@ def test_version_and_help():
         "--config",
     ):
         assert flag in text
+
+
+def test_serving_imports_no_generator():
+    """The exporter starts without the mixin's modules (grafanalib, matplotlib) loaded."""
+    probe = (
+        "import sys, migexporter.cli, migexporter.server, migexporter.collector;"
+        "print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in {'grafanalib', 'matplotlib'} or m.startswith('migexporter.mixin')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

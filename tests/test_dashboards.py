@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cli_run import run_cli
-from migexporter import catalog, dashboards
+from migexporter import catalog
+from migexporter.mixin import dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "dashboards"

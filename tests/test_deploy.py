@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from migexporter import alerts, dashboards
+from migexporter.mixin import alerts, dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -15,7 +15,9 @@ import trustme
 import yaml
 
 from cli_run import run_cli
-from migexporter import alerts, dashboards, kubernetes, webconfig
+from migexporter import webconfig
+from migexporter.mixin import alerts, dashboards
+from migexporter.mixin import manifests as kubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -92,7 +92,7 @@ def _dashboards(args: list[str]) -> int:
     )
 
     def generate(options: argparse.Namespace) -> list[Path]:
-        from migexporter import dashboards, preview  # noqa: PLC0415  (see _GENERATORS)
+        from migexporter.mixin import dashboards, preview  # noqa: PLC0415  (see _GENERATORS)
 
         written = _write(options.out, dashboards.files())
         if options.preview is not None:
@@ -112,7 +112,7 @@ def _alerts(args: list[str]) -> int:
         description="Write the alert rules, generated from the metric and XID catalogs.",
     )
     parser.add_argument("--out", type=Path, default=Path("alerts"), help="(alerts)")
-    from migexporter import alerts  # noqa: PLC0415  (see _GENERATORS)
+    from migexporter.mixin import alerts  # noqa: PLC0415  (see _GENERATORS)
 
     return _generate(parser, args, lambda options: _write(options.out, alerts.files()))
 
@@ -126,9 +126,9 @@ def _kubernetes(args: list[str]) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("deploy/kubernetes"), help="(deploy/kubernetes)"
     )
-    from migexporter import kubernetes  # noqa: PLC0415  (see _GENERATORS)
+    from migexporter.mixin import manifests  # noqa: PLC0415  (see _GENERATORS)
 
-    return _generate(parser, args, lambda options: _write(options.out, kubernetes.files()))
+    return _generate(parser, args, lambda options: _write(options.out, manifests.files()))
 
 
 # Subcommands that write generated files; without one, the command serves metrics. Their modules

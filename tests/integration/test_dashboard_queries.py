@@ -30,7 +30,8 @@ from harness import (
 )
 
 from cli_run import run_cli
-from migexporter import catalog, dashboards, preview
+from migexporter import catalog
+from migexporter.mixin import dashboards, preview
 from migexporter.sim.kubelet import FakeKubelet, pod_resources
 
 if TYPE_CHECKING:

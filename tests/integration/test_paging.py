@@ -33,7 +33,7 @@ from harness import (
     wait_for,
 )
 
-from migexporter import alerts
+from migexporter.mixin import alerts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from migexporter import alerts, catalog
+from migexporter import catalog
+from migexporter.mixin import alerts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

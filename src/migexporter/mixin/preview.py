@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from migexporter import dashboards
+from migexporter.mixin import dashboards
 
 if TYPE_CHECKING:
     from pathlib import Path
