@@ -20,7 +20,7 @@ help:
 	@echo "make run        serve a simulated fleet on :9945 (extra flags: ARGS='--listen :9100')"
 	@echo "make test       lint, format check, type check and all tests, as CI runs them"
 	@echo "make venv       create $(VENV) and install the project with its dev tools"
-	@echo "make deps       install Debian's prometheus and alertmanager for the tests (as root)"
+	@echo "make deps       install Debian's prometheus, alertmanager, victoria-metrics (as root)"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make fmt        ruff format and ruff check --fix"
 
@@ -48,14 +48,16 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/migexporter --simulate $(ARGS)
 
-# Debian's prometheus, prometheus-alertmanager and kubernetes-client: the tests scrape the exporter
-# with a real Prometheus, page through a real Alertmanager and render the kustomize base, and fail
-# (never skip) without them.
+# Debian's prometheus, prometheus-alertmanager, kubernetes-client and victoria-metrics: the tests
+# scrape the exporter with a real Prometheus, page through a real Alertmanager, render the kustomize
+# base and run the rules and dashboards on VictoriaMetrics (vmagent, vmalert), and fail (never
+# skip) without them.
 deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing="prometheus"; \
 	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
 	if [ -z "$$missing" ]; then \
 	  :; \
 	elif $(IS_ROOT_WITH_APT); then \

@@ -93,7 +93,8 @@ def _binary(*names: str) -> str:
 
 def _prometheus(workdir: Path, exporter: Server, alertmanager: Server) -> Server:
     rules = workdir / "rules.yml"
-    rules.write_text(yaml.safe_dump({"groups": alerts.groups()}))
+    # Every group evaluated each second, like the scrapes: the latency of the pipeline itself.
+    rules.write_text(yaml.safe_dump({"groups": alerts.groups(interval="1s")}))
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],

@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from cli_run import run_cli
+from migexporter import catalog
 from migexporter.mixin import alerts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,23 +58,56 @@ def test_promtool_unit_tests_pass():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _rules(kind: str) -> list[dict[str, Any]]:
+    """Every rule of ``kind`` ("alert" or "record") in the generated groups."""
+    return [rule for group in alerts.groups() for rule in group["rules"] if kind in rule]
+
+
 def test_every_alert_has_a_test_that_fires_it_and_one_that_keeps_it_silent():
     fired, silent = set(), set()
     for path in UNIT_TESTS:
         for case in yaml.safe_load(path.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
                 (fired if check.get("exp_alerts") else silent).add(check["alertname"])
-    names = {rule["alert"] for group in alerts.groups() for rule in group["rules"]}
+    names = {rule["alert"] for rule in _rules("alert")}
     assert names - fired == set()
     assert names - silent == set()
 
 
+def test_every_recorded_series_has_its_values_checked():
+    checked = {
+        check["expr"]
+        for path in UNIT_TESTS
+        for case in yaml.safe_load(path.read_text())["tests"]
+        for check in case.get("promql_expr_test", [])
+        if check.get("exp_samples")
+    }
+    assert {rule["record"] for rule in _rules("record")} - checked == set()
+
+
+def test_recorded_names_follow_level_metric_operations():
+    """``level:metric:operations``, the metric a catalog family without ``_ratio``/``_total``."""
+    families = {m.name.removesuffix("_ratio").removesuffix("_total") for m in catalog.METRICS}
+    for rule in _rules("record"):
+        level, metric, operations = rule["record"].split(":")
+        assert level, rule["record"]
+        assert operations, rule["record"]
+        assert metric in families, rule["record"]
+
+
 def test_every_alert_has_a_runbook_section():
     runbook = (COMMITTED / "README.md").read_text().lower()
+    for rule in _rules("alert"):
+        assert f"### {rule['alert'].lower()}" in runbook, rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_every_group_has_its_interval():
+    """Each group sets its own interval, so none depends on the server's global setting."""
     for group in alerts.groups():
-        for rule in group["rules"]:
-            assert f"### {rule['alert'].lower()}" in runbook, rule["alert"]
-            assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert group["interval"] in {"15s", "1m"}, group["name"]
+    shortened = alerts.groups(interval="1s")
+    assert {group["interval"] for group in shortened} == {"1s"}
 
 
 def test_cli_writes_the_rules(tmp_path):

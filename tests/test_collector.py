@@ -10,7 +10,6 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from migexporter import xids
 from migexporter.backends.base import BackendUnavailableError, DeviceEvent, EventKind
 from migexporter.collector import Collector
 from migexporter.exposition import BuildInfo
@@ -129,23 +128,24 @@ async def test_the_next_render_gzips_what_scrapers_asked_for():
     assert collector.exposition.gzipped_formats() == {True}
 
 
-async def test_page_xids_start_at_zero_on_every_gpu(running):
-    """Before any event each GPU shows every page-severity XID, uncorrected ECC and
-    unavailable series at 0 (unattributed), so the first event is an increase."""
-    _backend, collector = running
-    zeros = _values(collector, "nvidia_gpu_xid_errors_total")
-    for gpu, uuid in (("0", "GPU-0"), ("1", "GPU-1")):
-        where = {"gpu": gpu, "gpu_uuid": uuid, "gpu_instance_id": "", "compute_instance_id": ""}
-        for code in xids.PAGE_XIDS:
-            assert zeros[tuple(sorted({**where, "xid": str(code)}.items()))] == 0
-        ecc = _values(collector, "nvidia_gpu_ecc_error_events_total")
-        assert ecc[tuple(sorted({**where, "error_type": "uncorrected"}.items()))] == 0
-        assert (
-            _values(collector, "nvidia_gpu_unavailable_events_total")[tuple(sorted(where.items()))]
-            == 0
-        )
-    assert {43, 48} <= set(xids.PAGE_XIDS)
-    assert _values(collector, "nvidia_gpu_xid_last_seconds") == {}
+async def test_event_series_appear_with_their_first_event(running):
+    """No event series before an event (none pre-created at 0); an attributed XID carries the
+    profile its GPU instance had when it arrived, an unattributed one has none."""
+    backend, collector = running
+    assert _values(collector, "nvidia_gpu_xid_errors_total") == {}
+    assert _values(collector, "nvidia_gpu_ecc_error_events_total") == {}
+    assert _values(collector, "nvidia_gpu_unavailable_events_total") == {}
+    now = time.time()
+    backend.events.put(DeviceEvent("GPU-0", EventKind.XID, now, xid=48, gpu_instance_id=2))
+    backend.events.put(DeviceEvent("GPU-1", EventKind.XID, now, xid=79))
+    await _eventually(lambda: len(collector.events) == 2, 2)
+    profiles = {
+        dict(k)["gpu_uuid"]: dict(k).get("profile")
+        for k in _values(collector, "nvidia_gpu_xid_errors_total")
+    }
+    assert profiles == {"GPU-0": "1g.10gb", "GPU-1": None}
+    last = _values(collector, "nvidia_gpu_xid_last_seconds")
+    assert sorted(last.values()) == [now, now]
 
 
 async def test_events_beside_xid_are_counted_in_their_own_families(running):

@@ -127,8 +127,8 @@ def test_xid_labels_are_empty_when_unattributed():
     assert value == 2.0
 
 
-def test_event_families_carry_their_own_label_and_zero_series_have_no_last_time():
-    """ECC events by error type, recovery events by action; a series at 0 has no last time."""
+def test_event_families_carry_their_own_label_and_xids_their_last_time():
+    """ECC events by error type, recovery events by action; XIDs also their latest time."""
     events = {
         EventKey(catalog.ECC_EVENTS, "GPU-1111", None, None, "uncorrected"): EventCount(
             "1", 3, 1.7e9
@@ -137,7 +137,7 @@ def test_event_families_carry_their_own_label_and_zero_series_have_no_last_time(
         EventKey(catalog.RECOVERY_ACTION_EVENTS, "GPU-1111", None, None, "gpu_reset"): EventCount(
             "1", 1, 1.7e9
         ),
-        EventKey(catalog.XID_ERRORS, "GPU-1111", None, None, "79"): EventCount("1", 0, None),
+        EventKey(catalog.XID_ERRORS, "GPU-1111", None, None, "79"): EventCount("1", 1, 1.6e9),
     }
     series = _series(_snapshot(events=events))
     where = {"gpu": "1", "gpu_uuid": "GPU-1111", "gpu_instance_id": "", "compute_instance_id": ""}
@@ -148,8 +148,17 @@ def test_event_families_carry_their_own_label_and_zero_series_have_no_last_time(
     assert series["nvidia_gpu_recovery_action_events_total"] == [
         ({**where, "action": "gpu_reset"}, 1.0)
     ]
-    assert series["nvidia_gpu_xid_errors_total"] == [({**where, "xid": "79"}, 0.0)]
-    assert "nvidia_gpu_xid_last_seconds" not in series
+    assert series["nvidia_gpu_xid_errors_total"] == [({**where, "xid": "79"}, 1.0)]
+    assert series["nvidia_gpu_xid_last_seconds"] == [({**where, "xid": "79"}, 1.6e9)]
+
+
+def test_an_attributed_event_carries_the_profile_it_was_counted_with():
+    """The profile of an event series is the one its instance had when the event came."""
+    key = EventKey(catalog.XID_ERRORS, "GPU-0000", 5, 0, "43", profile="3g.40gb")
+    series = _series(_snapshot(events={key: EventCount("0", 1, 1.7e9)}))
+    ((labels, _),) = series["nvidia_gpu_xid_errors_total"]
+    assert labels["profile"] == "3g.40gb"
+    assert labels["gpu_instance_id"] == "5"
 
 
 def test_xid_info_has_one_series_per_catalog_row():

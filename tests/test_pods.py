@@ -301,7 +301,6 @@ async def test_pod_labels_follow_a_pod_across_instances(kubelet, socket_path):
         counts = {k: v["value"] for k, v in _series(collector, xid).items() if k[3] == "48"}
         # Each XID stays charged to whoever held the instance when it happened.
         assert counts == {
-            ("0", "", "", "48", ""): "0.0",  # the page series every GPU shows at 0
             ("0", "1", "0", "48", "train-0"): "1.0",
             ("0", "2", "0", "48", "train-0"): "1.0",
             ("0", "1", "0", "48", ""): "1.0",

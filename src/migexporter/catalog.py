@@ -43,12 +43,21 @@ SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
         "profile",
         *POD_LABELS,
     ),
-    Scope.EVENT: ("gpu", "gpu_uuid", "gpu_instance_id", "compute_instance_id", *POD_LABELS),
+    # The profile and pod labels are those of the instance when the event arrived.
+    Scope.EVENT: (
+        "gpu",
+        "gpu_uuid",
+        "gpu_instance_id",
+        "compute_instance_id",
+        "profile",
+        *POD_LABELS,
+    ),
     Scope.EXPORTER: (),
 }
 # Labels left out of a series when empty, rather than printed as "": the same to Prometheus,
-# and most series on a node outside Kubernetes would otherwise carry three empty labels.
-OPTIONAL_LABELS: frozenset[str] = frozenset(POD_LABELS)
+# and most series on a node outside Kubernetes would otherwise carry three empty labels. An
+# event the driver did not attribute to an instance has no profile.
+OPTIONAL_LABELS: frozenset[str] = frozenset((*POD_LABELS, "profile"))
 
 
 @dataclass(frozen=True, eq=False)  # each family is one object: identity hashing is cheap
@@ -339,9 +348,9 @@ XID_ERRORS = Metric(
     "nvidia_gpu_xid_errors_total",
     C,
     Scope.EVENT,
-    "XID errors reported by the driver, one per event. Instance ids are empty when the driver "
-    "did not attribute the event to a MIG instance; pod labels name the container that held the "
-    "instance when it happened. Page-severity XIDs start at 0 on every GPU.",
+    "XID errors reported by the driver, one per event; a series appears with its first event. "
+    "Instance ids are empty when the driver did not attribute the event to a MIG instance; "
+    "profile and pod labels are the instance's when it happened.",
     extra_labels=("xid",),
     dcgm_field=230,
 )
@@ -349,7 +358,8 @@ XID_LAST = Metric(
     "nvidia_gpu_xid_last_seconds",
     G,
     Scope.EVENT,
-    "Unix time of the latest XID event of the series.",
+    "Unix time of the latest XID event of the series; changes only when an event arrives, "
+    "so alerts compare it with the time instead of reading the counter's history.",
     "seconds",
     extra_labels=("xid",),
 )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from migexporter import catalog, xids
+from migexporter import catalog
 from migexporter.backends.base import (
     ECC_ERROR_TYPES,
     BackendUnavailableError,
@@ -52,12 +52,6 @@ _BACKEND_WORKER = -1  # the worker of backend-wide calls, beside one per GPU ind
 
 RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
 EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
-# Series every GPU shows at 0 before their first event, so that the first one is an increase.
-ZERO_SERIES: tuple[tuple[catalog.Metric, str], ...] = (
-    *((catalog.XID_ERRORS, str(code)) for code in xids.PAGE_XIDS),
-    (catalog.ECC_EVENTS, "uncorrected"),
-    (catalog.UNAVAILABLE_EVENTS, ""),
-)
 
 
 @dataclass(frozen=True)
@@ -391,7 +385,13 @@ class Collector:
         # Whoever holds the instance now, when the event arrives, is charged with it for good.
         owner = self._pod_map().labels(gpu, gi, ci) if gpu else NO_OWNER
         key = EventKey(
-            metric, event.gpu_uuid, event.gpu_instance_id, event.compute_instance_id, detail, owner
+            metric,
+            event.gpu_uuid,
+            event.gpu_instance_id,
+            event.compute_instance_id,
+            detail,
+            gi.profile if gi else "",
+            owner,
         )
         seen = self._counts.get(key)
         index = seen.gpu if seen else (str(gpu.index) if gpu else "")
@@ -416,19 +416,10 @@ class Collector:
             collect_duration=self._collect_duration,
             last_collect=self._last_collect,
             errors=dict(self._errors),
-            events=self._event_counts(),
+            events=dict(self._counts),
             pods=self._pod_map(),
             pod_resources_up=self._pods.up if self._pods is not None else None,
         )
-
-    def _event_counts(self) -> dict[EventKey, EventCount]:
-        """Every counted series, plus the zero series of GPUs that have not had those events."""
-        counts = dict(self._counts)
-        for gpu in self.topology.gpus:
-            for metric, detail in ZERO_SERIES:
-                key = EventKey(metric, gpu.uuid, None, None, detail)
-                counts.setdefault(key, EventCount(str(gpu.index), 0, None))
-        return counts
 
     def _render_soon(self) -> None:
         """Ask for a render; bursts of requests coalesce into one render at a time."""

@@ -39,6 +39,7 @@ class EventKey:
     gpu_instance_id: int | None
     compute_instance_id: int | None
     detail: str = ""  # the XID, ECC error type or recovery action; "" for families without one
+    profile: str = ""  # the GPU instance's profile at the time; "" when not attributed
     owner: Labels = NO_OWNER  # namespace, pod, container holding the instance at the time
 
 
@@ -48,7 +49,7 @@ class EventCount:
 
     gpu: str  # the GPU's index when the first event came
     count: int
-    last_seconds: float | None  # None for a series shown at 0 before its first event
+    last_seconds: float
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _collect(snapshot: Snapshot) -> _Collected:
     for key, seen in sorted(snapshot.events.items(), key=_event_order):
         event_labels = _event_labels(key, seen)
         out.add(key.metric, event_labels, seen.count)
-        if key.metric is catalog.XID_ERRORS and seen.last_seconds is not None:
+        if key.metric is catalog.XID_ERRORS:
             out.add(catalog.XID_LAST, event_labels, seen.last_seconds)
     if snapshot.backend_up:
         for gpu in snapshot.topology.gpus:
@@ -229,6 +230,7 @@ def _text(value: int | None) -> str:
 def _event_labels(key: EventKey, seen: EventCount) -> tuple[str, ...]:
     where = (
         *(seen.gpu, key.gpu_uuid, _text(key.gpu_instance_id), _text(key.compute_instance_id)),
+        key.profile,
         *key.owner,
     )
     return (*where, key.detail) if key.metric.extra_labels else where

@@ -6,6 +6,7 @@ at the exporter or Prometheus rather than at a test client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pprint
@@ -14,16 +15,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
@@ -331,3 +335,113 @@ def start_prometheus(
         "prometheus", argv, port=port, log_path=workdir / "prometheus.log", ready_path="/-/ready"
     )
     return Prometheus(service)
+
+
+# --- Alertmanager and a webhook receiver, VictoriaMetrics's binaries ----------------------------
+
+ROOT = SRC.parent
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"  # Debian's name for the alertmanager binary
+INSTALL_ALERTMANAGER = (
+    "Alertmanager is not installed, and the integration tests page through a real one. Install it "
+    "with `sudo apt-get install --no-install-recommends prometheus-alertmanager` (`make deps` "
+    "does this when run as root), or put a `prometheus-alertmanager` binary on PATH."
+)
+INSTALL_VICTORIAMETRICS = (
+    "VictoriaMetrics is not installed, and the integration tests run the mixin on a real one. "
+    "Install it with `sudo apt-get install --no-install-recommends victoria-metrics` (`make deps` "
+    "does this when run as root): it ships victoria-metrics, vmagent and vmalert."
+)
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback: every notification POSTed to it, with its arrival time."""
+
+    port: int
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def alerts(self, receiver: str) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival, alert) of every alert notified to ``/receiver`` so far."""
+        with self.lock:
+            return [
+                (at, alert)
+                for at, path, body in self.received
+                if path == f"/{receiver}"
+                for alert in body["alerts"]
+            ]
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    """A Receiver serving on a free loopback port until the block ends."""
+    sink = Receiver(free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with sink.lock:
+                sink.received.append((time.monotonic(), self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((LOOPBACK, sink.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield sink
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def alertmanager_binary() -> str:
+    """Alertmanager; fails (never skips) with install advice when missing."""
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if found is None and os.access(ALERTMANAGER, os.X_OK):
+        found = ALERTMANAGER
+    if found is None:
+        pytest.fail(INSTALL_ALERTMANAGER, pytrace=False)
+    return found
+
+
+def start_alertmanager(workdir: Path, receiver: Receiver) -> Service:
+    """Alertmanager on alerts/alertmanager.yml, with its webhook URLs pointed at ``receiver``
+    (one path per receiver name) and its group waits shortened to a second."""
+    binary = alertmanager_binary()
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text(encoding="utf-8"))
+    config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
+    for entry in config["receivers"]:
+        for hook in entry.get("webhook_configs", []):
+            hook["url"] = f"http://{LOOPBACK}:{receiver.port}/{entry['name']}"
+    path = workdir / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={path}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",  # one instance: no gossip port
+    ]
+    return start_service(
+        "alertmanager",
+        argv,
+        port=port,
+        log_path=workdir / "alertmanager.log",
+        ready_path="/-/ready",
+    )
+
+
+def victoriametrics_binary(name: str) -> str:
+    """``victoria-metrics``, ``vmagent`` or ``vmalert``; fails (never skips) with install
+    advice when missing."""
+    found = shutil.which(name)
+    if found is None and os.access(f"/usr/bin/{name}", os.X_OK):
+        found = f"/usr/bin/{name}"
+    if found is None:
+        pytest.fail(f"no `{name}` binary. {INSTALL_VICTORIAMETRICS}", pytrace=False)
+    return found

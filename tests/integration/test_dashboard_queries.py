@@ -3,7 +3,8 @@
 One exporter runs the demo scenario (dashboards/demo.yaml: MIG GPUs of two models, a GPU
 instance split into compute instances, XIDs of each severity, a reconfiguration), a second one
 the default fleet, as another node on Kubernetes (a fake kubelet gives one MIG device to a pod);
-Prometheus scrapes both every second. Variables are
+Prometheus scrapes both every second and evaluates the generated rules (the recording rules
+the fleet dashboard reads) every second. Variables are
 resolved as Grafana resolves them, in order, from the series Prometheus holds, and each is
 replaced by all of its values (Grafana's "All"); then each panel and variable query runs as a
 range query over the last minute and must neither fail nor come back empty.
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.image
 import pytest
+import yaml
 from harness import (
     Prometheus,
     Service,
@@ -31,7 +33,7 @@ from harness import (
 
 from cli_run import run_cli
 from migexporter import catalog
-from migexporter.mixin import dashboards, preview
+from migexporter.mixin import alerts, dashboards, preview, rules
 from migexporter.sim.kubelet import FakeKubelet, pod_resources
 
 if TYPE_CHECKING:
@@ -80,12 +82,16 @@ def scraped(
     """Prometheus scraping both nodes, once it holds the scenario's XIDs and reconfiguration
     and half a minute of samples."""
     targets = [urllib.parse.urlsplit(s.url).netloc for s in (exporter, second_node)]
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets)
+    workdir = tmp_path_factory.mktemp("prometheus")
+    rule_file = workdir / "rules.yml"  # the recording rules the fleet dashboard reads
+    rule_file.write_text(yaml.safe_dump({"groups": alerts.groups(interval="1s")}))
+    server = start_prometheus(workdir, targets, rule_files=(rule_file,))
     xids = catalog.XID_ERRORS.name
     wait_for(
         lambda: server.query(
             f'sum({xids}{{xid="31"}}) > 0 and on () sum({xids}{{xid="43"}}) > 1'
             f" and on () count_over_time({catalog.BUILD_INFO.name}[1m]) >= 30"
+            f" and on () count_over_time({rules.NODE_XIDS}[1m]) > 0"
         ),
         timeout=DATA_TIMEOUT_S,
         interval=1.0,

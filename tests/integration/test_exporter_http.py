@@ -188,7 +188,8 @@ def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -
     """A GPU off the bus reports up 0 and no readings while the others keep theirs, then returns."""
     gpus = {str(g["index"]) for g in sim_fleet(exporter)}
     assert {"0", "1", "2"} <= gpus
-    unavailable_before = values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total")["2"]
+    # Event series appear with their first event: none before it is 0.
+    unavailable_before = values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total").get("2", 0)
     xid79_before = xid_count(exporter, "2", "79")
     reply = exporter.post("/api/sim/fault", {"gpu": 2, "kind": "fall_off_bus"})
     assert 200 <= reply.status < 300, reply.body[:500]
@@ -205,7 +206,7 @@ def test_gpu_off_the_bus_loses_its_series_until_it_recovers(exporter: Service) -
         assert {"0", "1"} <= temperatures.keys()
         # The driver said so too: XID 79 and an unavailable event, each counted once.
         unavailable = wait_for(
-            lambda: values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total")["2"],
+            lambda: values_by_gpu(exporter, "nvidia_gpu_unavailable_events_total").get("2", 0),
             EVENT_TIMEOUT_S,
             until=lambda n: n == unavailable_before + 1,
             what="one more unavailable event on GPU 2",

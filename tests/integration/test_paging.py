@@ -9,28 +9,23 @@ must page with their labels; a single XID 43 elsewhere must only open a ticket; 
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from harness import (
-    LOOPBACK,
     Prometheus,
+    Receiver,
     Service,
-    free_port,
     sim_fleet,
+    start_alertmanager,
     start_exporter,
     start_prometheus,
-    start_service,
     wait_for,
+    webhook_receiver,
 )
 
 from migexporter.mixin import alerts
@@ -40,82 +35,16 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 FLEET = "h100-80gb:3g.40gb+2g.20gb+1g.10gb*2,h100-80gb:3g.40gb+3g.40gb"
 XID_WINDOW, BURST_WINDOW = "20s", "30s"
 PAGE_TIMEOUT_S = 60.0
 RESOLVE_TIMEOUT_S = 90.0
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: every Alertmanager notification, with its arrival time."""
-
-    port: int
-    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def alerts(self, receiver: str) -> list[tuple[float, dict[str, Any]]]:
-        """(arrival, alert) of every alert notified to ``receiver`` so far."""
-        with self.lock:
-            return [
-                (at, alert)
-                for at, path, body in self.received
-                if path == f"/{receiver}"
-                for alert in body["alerts"]
-            ]
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    sink = Receiver(free_port())
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with sink.lock:
-                sink.received.append((time.monotonic(), self.path, body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer((LOOPBACK, sink.port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield sink
-    server.shutdown()
-    server.server_close()
-
-
-def _alertmanager(workdir: Path, receiver: Receiver) -> Service:
-    """alerts/alertmanager.yml with its receivers on loopback and waits of a second."""
-    if not os.access(ALERTMANAGER, os.X_OK):
-        pytest.fail("needs Alertmanager: apt-get install prometheus-alertmanager", pytrace=False)
-    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.yml").read_text())
-    config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
-    for entry in config["receivers"]:
-        for hook in entry.get("webhook_configs", []):
-            hook["url"] = f"http://{LOOPBACK}:{receiver.port}/{entry['name']}"
-    path = workdir / "alertmanager.yml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    argv = [
-        ALERTMANAGER,
-        f"--config.file={path}",
-        f"--storage.path={workdir / 'data'}",
-        f"--web.listen-address={LOOPBACK}:{port}",
-        "--cluster.listen-address=",  # one instance: no gossip port
-    ]
-    return start_service(
-        "alertmanager",
-        argv,
-        port=port,
-        log_path=workdir / "alertmanager.log",
-        ready_path="/-/ready",
-    )
+    with webhook_receiver() as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
@@ -124,22 +53,23 @@ def stack(
 ) -> Iterator[tuple[Service, Prometheus]]:
     """Exporter, Prometheus with the generated rules, and Alertmanager, all on loopback."""
     exporter = start_exporter(tmp_path_factory.mktemp("exporter"), FLEET, "--backend", "nvml")
-    manager = _alertmanager(tmp_path_factory.mktemp("alertmanager"), receiver)
+    manager = start_alertmanager(tmp_path_factory.mktemp("alertmanager"), receiver)
     workdir = tmp_path_factory.mktemp("prometheus")
     rules = workdir / "rules.yml"
-    rules.write_text(yaml.safe_dump({"groups": alerts.groups(XID_WINDOW, BURST_WINDOW)}))
+    groups = alerts.groups(XID_WINDOW, BURST_WINDOW, interval="1s")
+    rules.write_text(yaml.safe_dump({"groups": groups}))
     prometheus = start_prometheus(
         workdir,
         [urllib.parse.urlsplit(exporter.url).netloc],
         rule_files=(rules,),
         alertmanagers=(urllib.parse.urlsplit(manager.url).netloc,),
     )
-    # Rules need a few samples of every series (the page XIDs start at 0) before events.
+    # XID series are born with their first event; the rules need only the exporter scraped.
     wait_for(
-        lambda: prometheus.query('count_over_time(nvidia_gpu_xid_errors_total{xid="48"}[1m])'),
+        lambda: prometheus.query("count_over_time(migexporter_build_info[1m])"),
         30,
         until=lambda found: found and min(s.value for s in found) >= 5,
-        what="five samples of the XID series",
+        what="five scrapes of the exporter",
     )
     yield exporter, prometheus
     for service in (prometheus.service, manager, exporter):

@@ -1,9 +1,13 @@
-"""Grafana dashboards, built with grafanalib from the metric catalog.
+"""Grafana dashboards, built with grafanalib from the metric catalog and the recording rules.
 
 Three dashboards: the MIG fleet, one MIG instance in depth, and the exporter's own health. Every
-metric name comes from ``catalog``; every panel queries the ``datasource`` variable; panels are
-Grafana 11 types only. ``write`` puts the JSON in a directory (``migexporter dashboards``), and
-``queries`` lists every PromQL expression a dashboard runs, for the tests that run them all.
+metric name comes from ``catalog`` or ``rules``; every panel queries the ``datasource`` variable;
+panels are Grafana 11 types only. The fleet dashboard opens on recorded series (``rules``) and
+bounded views (top-k, distributions, per-profile sums), so that it stays fast on thousands of
+nodes; its per-instance and per-GPU panels sit in collapsed rows, which Grafana queries only
+once opened, after a node or GPU is chosen. ``files`` gives the JSON that ``migexporter
+dashboards`` writes, and ``queries`` lists every PromQL expression a dashboard runs, for the
+tests that run them all.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from migexporter import catalog
-from migexporter.mixin import alerts
+from migexporter import catalog, xids
+from migexporter.mixin import rules
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,9 +32,6 @@ REFRESH_ON_TIME_RANGE_CHANGE = 2  # so that instances created since the page loa
 SCHEMA_VERSION = 39  # Grafana 11's schema; nothing in these dashboards needs a migration
 TAGS = ["migexporter", "gpu", "mig"]
 FLEET_UID, INSTANCE_UID, EXPORTER_UID = "migexporter-fleet", "migexporter-instance", "migexporter"
-# Compute slices a GPU instance can hold (A30 up to 4, A100/H100/H200 up to 7): the weights of
-# the slice-weighted roll-up, since the slice count is a label of the instance's info series.
-SLICE_COUNTS = (1, 2, 3, 4, 7)
 TITLES = {FLEET_UID: "MIG fleet", INSTANCE_UID: "MIG instance", EXPORTER_UID: "migexporter"}
 # Short panel titles of the profiling fields, by DCGM field id.
 FIELD_TITLES = {
@@ -43,6 +44,7 @@ FIELD_TITLES = {
 
 GI_LEGEND = "{{instance}} GPU {{gpu}} GI {{gpu_instance_id}} ({{profile}})"
 GPU_LEGEND = "{{instance}} GPU {{gpu}}"
+NODE_GPU_LEGEND = "{{node}} GPU {{gpu}}"  # recorded series name the node
 CI_LEGEND = "GI {{gpu_instance_id}} CI {{compute_instance_id}} ({{profile}})"
 
 # Grafana units per catalog unit; ratios are 0-1, shown as percent.
@@ -71,31 +73,45 @@ def _series(metric: catalog.Metric, **matchers: str) -> str:
     return metric.name + (_selector(**matchers) if matchers else "")
 
 
-# The filters of each dashboard's variables, as matchers.
-FLEET = {"instance": "$node", "gpu_uuid": "$gpu"}
+# The filters of each dashboard's variables, as matchers. Recorded series carry cluster and
+# node; raw series are filtered by their scrape target (instance), which the hidden instance
+# variable derives from the chosen nodes.
+NODES = {"cluster": "$cluster", "node": "$node"}
+FLEET = {"instance": "$instance", "gpu_uuid": "$gpu"}
 FLEET_GI = {**FLEET, "profile": "$profile"}
-ONE_GI = {"instance": "$node", "gpu_uuid": "$gpu", "gpu_instance_id": "$gpu_instance"}
+ONE_GI = {"instance": "$instance", "gpu_uuid": "$gpu", "gpu_instance_id": "$gpu_instance"}
+TOP = 10  # series in a top-k panel
+TOP_TABLE = 50  # rows in a top-k table
+# Variables that may have no values: a cluster label exists only in multi-cluster setups.
+OPTIONAL_VARIABLES = frozenset({"cluster"})
 
 
 @dataclass
 class _Grid:
-    """Places panels left to right, wrapping at the grid's width; rows span the width."""
+    """Places panels left to right, wrapping at the grid's width; rows span the width.
+
+    Panels after a collapsed row go inside it, placed as if it were open (Grafana packs the
+    rows below it upwards while it is closed).
+    """
 
     panels: list[g.Panel] = field(default_factory=list)
     x: int = 0
     y: int = 0
     line_height: int = 0
+    _collapsed: g.RowPanel | None = None
 
-    def row(self, title: str) -> None:
+    def row(self, title: str, *, collapsed: bool = False) -> None:
         self._wrap()
-        self.panels.append(g.RowPanel(title=title, gridPos=g.GridPos(1, WIDTH, 0, self.y)))
+        row = g.RowPanel(title=title, gridPos=g.GridPos(1, WIDTH, 0, self.y), collapsed=collapsed)
+        self.panels.append(row)
+        self._collapsed = row if collapsed else None
         self.y += 1
 
     def add(self, panel: g.Panel, width: int, height: int = 8) -> None:
         if self.x + width > WIDTH:
             self._wrap()
         panel.gridPos = g.GridPos(height, width, self.x, self.y)
-        self.panels.append(panel)
+        (self._collapsed.panels if self._collapsed else self.panels).append(panel)
         self.x += width
         self.line_height = max(self.line_height, height)
 
@@ -189,7 +205,15 @@ def _datasource() -> g.Template:
     return g.Template(name="datasource", label="Data source", query="prometheus", type="datasource")
 
 
-def _variable(name: str, label: str, query: str, *, multi: bool = True) -> g.Template:
+def _variable(  # noqa: PLR0913  (the keyword-only options of Grafana's variable)
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool = True,
+    hidden: bool = False,
+    all_value: str | None = ".*",
+) -> g.Template:
     return g.Template(
         name=name,
         label=label,
@@ -198,8 +222,9 @@ def _variable(name: str, label: str, query: str, *, multi: bool = True) -> g.Tem
         refresh=REFRESH_ON_TIME_RANGE_CHANGE,
         includeAll=multi,
         multi=multi,
-        allValue=".*" if multi else None,
+        allValue=all_value if multi else None,
         sort=3,  # numerically ascending: GPU 2 before GPU 10
+        hide=2 if hidden else 0,
     )
 
 
@@ -207,9 +232,30 @@ def _label_values(metric: catalog.Metric, label: str, **matchers: str) -> str:
     return f"label_values({_series(metric, **matchers)}, {label})"
 
 
-def _node_variable() -> g.Template:
-    # The scrape target: every migexporter announces itself with its build info.
-    return _variable("node", "Node", _label_values(catalog.BUILD_INFO, "instance"))
+def _recorded_values(name: str, label: str, **matchers: str) -> str:
+    return f"label_values({name}{_selector(**matchers)}, {label})"
+
+
+def _node_variables(*, multi: bool = True) -> list[g.Template]:
+    """Cluster (where the data has one), node, and the hidden scrape targets of those nodes.
+
+    Nodes are named by the recorded series that holds each target's node (its ``node`` label,
+    else its ``instance``); raw series are then filtered by ``instance``.
+    """
+    return [
+        _variable("cluster", "Cluster", _recorded_values(rules.BUILD, "cluster")),
+        _variable(
+            "node", "Node", _recorded_values(rules.BUILD, "node", cluster="$cluster"), multi=multi
+        ),
+        # All is the list of the chosen nodes' targets, not ".*", which would match every one.
+        _variable(
+            "instance",
+            "Scrape target",
+            _recorded_values(rules.BUILD, "instance", **NODES),
+            hidden=True,
+            all_value=None,
+        ),
+    ]
 
 
 def _dashboard(uid: str, description: str, variables: list[g.Template], grid: _Grid) -> g.Dashboard:
@@ -243,102 +289,311 @@ def _link(uid: str) -> g.DashboardLink:
     )
 
 
-def _weights(matchers: dict[str, str]) -> str:
-    """Each GPU instance's compute slices as its value: one branch per possible slice count."""
-    info = catalog.GPU_INSTANCE_INFO
-    return " or ".join(f"({_series(info, **matchers, slices=f'={n}')} * {n})" for n in SLICE_COUNTS)
+def _recorded(name: str, **matchers: str) -> str:
+    return name + _selector(**(matchers or NODES))
 
 
-# --- MIG fleet ----------------------------------------------------------------------------------
-def fleet() -> g.Dashboard:
-    """Every MIG instance of the chosen nodes and GPUs: capacity, compute, memory, XIDs, health."""
-    grid = _Grid()
-    gi_info = _series(catalog.GPU_INSTANCE_INFO, **FLEET_GI)
-    grid.row("Capacity")
-    grid.add(
-        _stat(
+def _sum(name: str, by: str = "", **matchers: str) -> str:
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} ({_recorded(name, **matchers)})"
+
+
+def _top(expr: str, k: int = TOP, *, lowest: bool = False) -> str:
+    """The ``k`` series of ``expr`` highest (or lowest) on average over the dashboard's range.
+
+    The ranking is taken once, at the range's end (``@ end()``), so that a graph shows the same
+    ``k`` series at every step instead of up to ``k`` per step.
+    """
+    rank = "bottomk" if lowest else "topk"
+    return f"{expr} and {rank}({k}, avg_over_time({expr}[$__range] @ end()))"
+
+
+def _stat_row(grid: _Grid) -> None:
+    gpus = rules.NODE_GPUS
+    grid.row("Fleet")
+    stats = [
+        ("Nodes", "Nodes with a migexporter target.", f"count({_recorded(rules.BUILD)})"),
+        (
             "GPUs in MIG mode",
             "Physical GPUs with MIG enabled.",
-            f"count({_series(catalog.GPU_INFO, **FLEET, mig_mode='=enabled')}) or vector(0)",
+            f"{_sum(gpus, **NODES, mig_mode='=enabled')} or vector(0)",
         ),
-        4,
-        6,
-    )
-    grid.add(
-        _stat(
+        (
+            "GPUs not answering",
+            (
+                "GPUs the exporters list but that did not answer their last collection (lost, "
+                "hung or failing)."
+            ),
+            f"({_sum(gpus)} - {_sum(rules.NODE_GPUS_UP)}) or vector(0)",
+        ),
+        (
             "GPU instances",
             "MIG GPU instances of the selected profiles.",
-            f"count({gi_info}) or vector(0)",
+            f"{_sum(rules.PROFILE_INSTANCES, **NODES, profile='$profile')} or vector(0)",
         ),
-        4,
-        6,
-    )
+        (
+            "Idle instances",
+            (
+                f"GPU instances whose GR engine was active less than {rules.IDLE_RATIO:.0%} of the "
+                f"time over the last {rules.AVG_WINDOW}: capacity held but unused."
+            ),
+            f"{_sum(rules.BAND_INSTANCES, **NODES, band='=idle')} or vector(0)",
+        ),
+        (
+            "Memory-full instances",
+            f"GPU instances using more than {rules.MEMORY_FULL_RATIO:.0%} of their own memory.",
+            f"{_sum(rules.MEMORY_FULL)} or vector(0)",
+        ),
+        (
+            "Free compute slices",
+            "Compute slices not held by any GPU instance: room for new instances.",
+            f"({_sum(rules.NODE_SLICES_CAPACITY)} - {_sum(rules.NODE_SLICES_USED)}) or vector(0)",
+        ),
+    ]
+    for title, description, expr in stats:
+        grid.add(_stat(title, description, expr), 3, 4)
     grid.add(
         _stat(
-            "Idle instances",
-            f"GPU instances whose GR engine was active less than {alerts.IDLE_RATIO:.0%} of the "
-            "time over the dashboard's range: capacity held but unused.",
-            f"count(avg_over_time({_series(catalog.GI_GR_ENGINE_ACTIVE, **FLEET_GI)}[$__range])"
-            f" < {alerts.IDLE_RATIO}) or vector(0)",
+            "Activity (slice-weighted)",
+            "GR-engine activity of all GPU instances, each weighted by its compute slices, over "
+            "all MIG slices: how busy the MIG capacity is.",
+            f"{_sum(rules.NODE_ACTIVE_SUM)} / {_sum(rules.NODE_SLICES_CAPACITY)}",
+            "percentunit",
         ),
+        3,
         4,
-        6,
     )
+
+
+def _activity_row(grid: _Grid) -> None:
+    grid.row("Activity")
+    weighted = f"{_sum(rules.NODE_ACTIVE_SUM)} / {_sum(rules.NODE_SLICES_CAPACITY)}"
+    profiles = {**NODES, "profile": "$profile"}
+    by_profile = (
+        f"{_sum(rules.PROFILE_ACTIVE_SUM, 'profile', **profiles)}"
+        f" / {_sum(rules.PROFILE_INSTANCES, 'profile', **profiles)}"
+    )
+    grid.add(
+        _timeseries(
+            "Activity, slice-weighted and per profile",
+            "Slice-weighted GR-engine activity of the selected nodes, and the average activity "
+            "of the GPU instances of each profile.",
+            [_target(weighted, "all MIG slices", "A"), _target(by_profile, "{{profile}}", "B")],
+            "percentunit",
+        ),
+        12,
+    )
+    bands = g.TimeSeries(
+        title="GPU instances by activity",
+        description=f"How many GPU instances are idle (under {rules.IDLE_RATIO:.0%}), low, "
+        f"medium or highly active, on average over {rules.AVG_WINDOW}: the distribution of "
+        "the fleet's instances.",
+        dataSource=DATASOURCE,
+        targets=[_target(_sum(rules.BAND_INSTANCES, "band"), "{{band}}")],
+        unit="short",
+        stacking={"mode": "normal", "group": "A"},
+        fillOpacity=60,
+        legendDisplayMode="table",
+        legendPlacement="right",
+        legendCalcs=["lastNotNull"],
+        tooltipMode="multi",
+    )
+    grid.add(bands, 12)
+    gpu = _recorded(rules.GPU_ACTIVE, **NODES, gpu_uuid="$gpu")
+    for title, description, lowest in (
+        (
+            f"Busiest {TOP} MIG GPUs",
+            "Physical MIG GPUs with the highest slice-weighted activity over the range.",
+            False,
+        ),
+        (
+            f"Least busy {TOP} MIG GPUs",
+            (
+                "Physical MIG GPUs with the lowest slice-weighted activity over the range: "
+                "candidates for consolidation."
+            ),
+            True,
+        ),
+    ):
+        target = _target(_top(gpu, lowest=lowest), NODE_GPU_LEGEND)
+        grid.add(_timeseries(title, description, [target], "percentunit"), 12)
+
+
+def _top_table(title: str, description: str, expr: str, column: str) -> g.Table:
+    table = _table(title, description, [_target(f"topk({TOP}, {expr})", table=True)])
+    table.overrides = [_override("Value", column, "short")]
+    table.sortBy = [g.TableSortByField(displayName=column, desc=True)]
+    return table
+
+
+def _capacity_row(grid: _Grid) -> None:
+    grid.row("Capacity and memory")
+    profiles = {**NODES, "profile": "$profile"}
     by_profile = g.BarGauge(
         title="Instances by profile",
         description="How many GPU instances of each MIG profile exist.",
         dataSource=DATASOURCE,
-        targets=[_target(f"count by (profile) ({gi_info})", "{{profile}}")],
+        targets=[
+            _target(_sum(rules.PROFILE_INSTANCES, "profile", **profiles), "{{profile}}"),
+        ],
         orientation="horizontal",
         displayMode="basic",
         calc="lastNotNull",
         min=0,
         thresholds=[{"color": "blue", "value": None}],
     )
-    grid.add(by_profile, 12, 6)
-    used = _series(catalog.GPU_MIG_SLICES_USED, **FLEET)
-    capacity = _series(catalog.GPU_MIG_SLICES_CAPACITY, **FLEET)
-    slices = g.BarGauge(
-        title="Compute slices used and free per GPU",
-        description="Slices held by GPU instances, and slices still free for new instances "
-        "(scheduling headroom), per MIG GPU.",
-        dataSource=DATASOURCE,
-        targets=[
-            _target(f"{used} and {capacity} > 0", GPU_LEGEND + " used", "A"),
-            _target(f"({capacity} - {used}) and {capacity} > 0", GPU_LEGEND + " free", "B"),
-        ],
-        orientation="horizontal",
-        displayMode="gradient",
-        calc="lastNotNull",
-        min=0,
-        thresholds=[{"color": "green", "value": None}],
+    grid.add(by_profile, 8)
+    used, capacity = _sum(rules.NODE_SLICES_USED), _sum(rules.NODE_SLICES_CAPACITY)
+    grid.add(
+        _timeseries(
+            "Compute slices used and free",
+            "Slices held by GPU instances, and slices still free for new instances (scheduling "
+            "headroom), on the selected nodes.",
+            [_target(used, "used", "A"), _target(f"{capacity} - {used}", "free", "B")],
+            "short",
+        ),
+        8,
     )
-    grid.add(slices, 24, 8)
-
-    grid.row("Compute per GPU instance (DCGM fields 1001-1005)")
-    for field_id, metric in catalog.PROFILING[catalog.Scope.GPU_INSTANCE].items():
-        grid.add(_metric_panel(metric, FIELD_TITLES[field_id], FLEET_GI, GI_LEGEND), 12)
-    weighted = (
-        f"sum by (instance, gpu, gpu_uuid) ({_series(catalog.GI_GR_ENGINE_ACTIVE, **FLEET)}"
-        f" * on (instance, gpu_uuid, gpu_instance_id) group_left () ({_weights(FLEET)}))"
-        f" / on (instance, gpu_uuid) group_left () ({capacity} > 0)"
+    memory = (
+        f"{_sum(rules.PROFILE_MEMORY_USED, 'profile', **profiles)}"
+        f" / {_sum(rules.PROFILE_MEMORY_TOTAL, 'profile', **profiles)}"
     )
     grid.add(
         _timeseries(
-            "Physical GPU activity (slice-weighted)",
-            "Each GPU instance's GR-engine activity weighted by its share of the GPU's compute "
-            "slices, summed per physical GPU: how busy the whole card is.",
-            [_target(weighted, GPU_LEGEND)],
+            "Memory used / instance size, per profile",
+            "Frame buffer in use as a fraction of the GPU instances' own memory, summed per "
+            "profile.",
+            [_target(memory, "{{profile}}")],
             "percentunit",
+        ),
+        8,
+    )
+    free = (
+        f"{_recorded(rules.NODE_SLICES_CAPACITY)} - on (cluster, node, instance)"
+        f" {_recorded(rules.NODE_SLICES_USED)}"
+    )
+    grid.add(
+        _top_table(
+            f"Nodes with the most free slices (top {TOP})",
+            "Where a new GPU instance fits: free compute slices per node.",
+            free,
+            "Free slices",
         ),
         12,
     )
+    used_gi = _series(catalog.GI_MEMORY_USED, **FLEET_GI)
+    fullest = _top_table(
+        f"Fullest GPU instances (top {TOP})",
+        "GPU instances using the largest share of their own memory; above "
+        f"{rules.MEMORY_FULL_RATIO:.0%} a workload is about to run out.",
+        f"{used_gi} / {_series(catalog.GI_MEMORY_TOTAL, **FLEET_GI)}",
+        "Used / size",
+    )
+    fullest.overrides = [_override("Value", "Used / size", "percentunit")]
+    grid.add(fullest, 12)
 
-    grid.row("Memory per GPU instance")
+
+def _xid_value_names() -> list[dict[str, Any]]:
+    """Grafana value mappings naming each XID of the catalog, with our severity."""
+    return [
+        {
+            "type": "value",
+            "options": {
+                str(code): {"text": f"{code} {row.mnemonic} ({row.severity.value})", "index": i}
+            },
+        }
+        for i, (code, row) in enumerate(sorted(xids.CATALOG.items()))
+    ]
+
+
+def _fleet_xid_row(grid: _Grid) -> None:
+    grid.row("XID errors")
+    grid.add(
+        g.TimeSeries(
+            title="XID events by severity",
+            description="XID events per minute on the selected nodes, by our severity (page, "
+            "ticket, info); only minutes with events have a value.",
+            dataSource=DATASOURCE,
+            targets=[_target(_sum(rules.NODE_XIDS, "severity"), "{{severity}}")],
+            unit="short",
+            drawStyle="bars",
+            stacking={"mode": "normal", "group": "A"},
+            legendDisplayMode="table",
+            legendPlacement="right",
+            legendCalcs=["sum"],
+            tooltipMode="multi",
+        ),
+        12,
+    )
+    per_node = "sum by (cluster, node, severity)"
+    grid.add(
+        _table(
+            "Nodes with XID events",
+            f"XID events per node and severity over the dashboard's range (top {TOP_TABLE}).",
+            [
+                _target(
+                    f"topk({TOP_TABLE}, {per_node}"
+                    f" (sum_over_time({_recorded(rules.NODE_XIDS)}[$__range])))",
+                    table=True,
+                )
+            ],
+        ),
+        12,
+    )
+    where = "cluster, instance, gpu, gpu_uuid, gpu_instance_id, profile, xid"
+    events = rules.xid_events(_selector(**FLEET)[1:-1], "$__range")
+    table = _table(
+        "XID errors in the range",
+        "XID events per GPU instance and XID over the dashboard's range, with the XID's "
+        f"mnemonic and our severity; only series with events (top {TOP_TABLE}).",
+        [_target(f"topk({TOP_TABLE}, sum by ({where}) ({events}) > 0)", table=True)],
+    )
+    table.overrides = [
+        _override("Value", "Events", "short"),
+        {
+            "matcher": {"id": "byName", "options": "xid"},
+            "properties": [
+                {"id": "displayName", "value": "XID"},
+                {"id": "mappings", "value": _xid_value_names()},
+            ],
+        },
+    ]
+    table.sortBy = [g.TableSortByField(displayName="Events", desc=True)]
+    grid.add(table, 24)
+
+
+def _fleet_health_row(grid: _Grid) -> None:
+    grid.row("Device health")
+    up = _series(catalog.GPU_UP, **FLEET)
+    went_down = f"{up} and on (instance, gpu_uuid) (min_over_time({up}[$__range] @ end()) == 0)"
+    grid.add(
+        _up_timeline(
+            "GPUs that went down",
+            "GPUs whose up series was 0 at some time in the range (lost, hung or failing).",
+            _target(went_down, GPU_LEGEND),
+        ),
+        12,
+        6,
+    )
+    temperature = _series(catalog.GPU_TEMPERATURE, **FLEET)
+    grid.add(
+        _timeseries(
+            f"Hottest {TOP} GPUs",
+            f"{catalog.GPU_TEMPERATURE.help} The GPUs with the highest average over the range.",
+            [_target(_top(temperature), GPU_LEGEND)],
+            UNITS[catalog.GPU_TEMPERATURE.unit],
+        ),
+        12,
+        6,
+    )
+
+
+def _per_instance_row(grid: _Grid) -> None:
+    grid.row("Per GPU instance (choose a node or GPU first)", collapsed=True)
+    for field_id, metric in catalog.PROFILING[catalog.Scope.GPU_INSTANCE].items():
+        grid.add(_metric_panel(metric, FIELD_TITLES[field_id], FLEET_GI, GI_LEGEND), 12)
     mem_used = _series(catalog.GI_MEMORY_USED, **FLEET_GI)
     mem_total = _series(catalog.GI_MEMORY_TOTAL, **FLEET_GI)
-    grid.add(_metric_panel(catalog.GI_MEMORY_USED, "Memory used", FLEET_GI, GI_LEGEND), 8)
-    grid.add(_metric_panel(catalog.GI_MEMORY_TOTAL, "Memory size", FLEET_GI, GI_LEGEND), 8)
     grid.add(
         _timeseries(
             "Memory used / instance size",
@@ -346,7 +601,7 @@ def fleet() -> g.Dashboard:
             [_target(f"{mem_used} / {mem_total}", GI_LEGEND)],
             "percentunit",
         ),
-        8,
+        12,
     )
     memory_table = _table(
         "Instances by memory use",
@@ -365,12 +620,38 @@ def fleet() -> g.Dashboard:
     ]
     grid.add(memory_table, 24, 9)
 
-    grid.row("XID errors")
-    _xid_panels(
-        grid, FLEET, "{{instance}} GPU {{gpu}} GI {{gpu_instance_id}} XID {{xid}} {{action}}"
-    )
 
-    grid.row("Device health (once per physical GPU)")
+def _per_gpu_row(grid: _Grid) -> None:
+    grid.row("Per physical GPU (choose a node or GPU first)", collapsed=True)
+    weighted = _recorded(rules.GPU_ACTIVE, **NODES, gpu_uuid="$gpu")
+    grid.add(
+        _timeseries(
+            "Physical GPU activity (slice-weighted)",
+            "Each GPU instance's GR-engine activity weighted by its share of the GPU's compute "
+            "slices, summed per physical GPU: how busy the whole card is.",
+            [_target(weighted, NODE_GPU_LEGEND)],
+            "percentunit",
+        ),
+        12,
+    )
+    used = _series(catalog.GPU_MIG_SLICES_USED, **FLEET)
+    capacity = _series(catalog.GPU_MIG_SLICES_CAPACITY, **FLEET)
+    slices = g.BarGauge(
+        title="Compute slices used and free per GPU",
+        description="Slices held by GPU instances, and slices still free for new instances "
+        "(scheduling headroom), per MIG GPU.",
+        dataSource=DATASOURCE,
+        targets=[
+            _target(f"{used} and {capacity} > 0", GPU_LEGEND + " used", "A"),
+            _target(f"({capacity} - {used}) and {capacity} > 0", GPU_LEGEND + " free", "B"),
+        ],
+        orientation="horizontal",
+        displayMode="gradient",
+        calc="lastNotNull",
+        min=0,
+        thresholds=[{"color": "green", "value": None}],
+    )
+    grid.add(slices, 12)
     grid.add(_metric_panel(catalog.GPU_TEMPERATURE, "Temperature", FLEET, GPU_LEGEND), 8)
     grid.add(
         _timeseries(
@@ -392,21 +673,36 @@ def fleet() -> g.Dashboard:
         24,
         6,
     )
+
+
+# --- MIG fleet ----------------------------------------------------------------------------------
+def fleet() -> g.Dashboard:
+    """The MIG fleet at any size: recorded roll-ups first, per-instance views on demand."""
+    grid = _Grid()
+    _stat_row(grid)
+    _activity_row(grid)
+    _capacity_row(grid)
+    _fleet_xid_row(grid)
+    _fleet_health_row(grid)
+    # One line per instance or GPU is for a chosen node or GPU, not for the whole fleet.
+    _per_instance_row(grid)
+    _per_gpu_row(grid)
     return _dashboard(
         FLEET_UID,
-        "Every MIG GPU instance of the fleet: capacity, activity (DCGM fields 1001-1005), memory, "
-        "XID errors with NVIDIA's recommended action, and physical-GPU health. By migexporter.",
+        "The MIG fleet: capacity, activity (DCGM fields 1001-1005) and its distribution, "
+        "memory, XID errors by severity and physical-GPU health, from the recording rules; "
+        "per-instance views once a node or GPU is chosen. By migexporter.",
         [
-            _node_variable(),
+            *_node_variables(),
             _variable(
                 "gpu",
                 "GPU",
-                _label_values(catalog.GPU_INFO, "gpu_uuid", instance="$node"),
+                _label_values(catalog.GPU_INFO, "gpu_uuid", instance="$instance"),
             ),
             _variable(
                 "profile",
                 "Profile",
-                _label_values(catalog.GPU_INSTANCE_INFO, "profile", **FLEET),
+                _recorded_values(rules.PROFILE_INSTANCES, "profile", **NODES),
             ),
         ],
         grid,
@@ -422,11 +718,12 @@ def _override(column: str, name: str, unit: str) -> dict[str, Any]:
 
 def _xid_panels(grid: _Grid, matchers: dict[str, str], legend: str) -> None:
     """An XID timeline and a table of counts with the catalog's action, for ``matchers``."""
-    xids = _series(catalog.XID_ERRORS, **matchers)
-    info = catalog.XID_INFO.name
+    counters = _series(catalog.XID_ERRORS, **matchers)
+    # The catalog of the same targets only: the whole fleet's would be joined at every step.
+    info = _series(catalog.XID_INFO, instance=matchers["instance"])
+    events = rules.xid_events(_selector(**matchers)[1:-1], "$__rate_interval")
     recent = (
-        f"sum by (instance, gpu, gpu_instance_id, compute_instance_id, xid)"
-        f" (increase({xids}[$__rate_interval]))"
+        f"sum by (instance, gpu, gpu_instance_id, compute_instance_id, xid) ({events})"
         f" * on (instance, xid) group_left (mnemonic, action, severity) {info}"
     )
     grid.add(
@@ -446,7 +743,7 @@ def _xid_panels(grid: _Grid, matchers: dict[str, str], legend: str) -> None:
         8,
     )
     where = "instance, gpu, gpu_uuid, gpu_instance_id, compute_instance_id, xid"
-    totals = f"(sum by ({where}) ({xids}) > 0)"
+    totals = f"(sum by ({where}) ({counters}) > 0)"
     table = _table(
         "XID errors with NVIDIA's action",
         "Every XID counted since the exporter started, per GPU instance, with its mnemonic, "
@@ -544,18 +841,23 @@ def instance() -> g.Dashboard:
         "One MIG GPU instance in depth: its activity, memory, compute instances and XID history. "
         "By migexporter.",
         [
-            _node_variable(),
+            *_node_variables(multi=False),
             _variable(
                 "gpu",
                 "GPU",
-                _label_values(catalog.GPU_INFO, "gpu_uuid", instance="$node", mig_mode="=enabled"),
+                _label_values(
+                    catalog.GPU_INFO, "gpu_uuid", instance="$instance", mig_mode="=enabled"
+                ),
                 multi=False,
             ),
             _variable(
                 "gpu_instance",
                 "GPU instance",
                 _label_values(
-                    catalog.GPU_INSTANCE_INFO, "gpu_instance_id", instance="$node", gpu_uuid="$gpu"
+                    catalog.GPU_INSTANCE_INFO,
+                    "gpu_instance_id",
+                    instance="$instance",
+                    gpu_uuid="$gpu",
                 ),
                 multi=False,
             ),
@@ -568,7 +870,7 @@ def instance() -> g.Dashboard:
 def exporter() -> g.Dashboard:
     """The exporter's own health: up, durations, errors, backend, supported fields, build."""
     grid = _Grid()
-    node = {"instance": "$node"}
+    node = {"instance": "$instance"}
     grid.row("Exporter")
     grid.add(
         _up_timeline(
@@ -650,7 +952,7 @@ def exporter() -> g.Dashboard:
     return _dashboard(
         EXPORTER_UID,
         "The exporter's own health: scrapes, collections, errors, backend, fields, build.",
-        [_node_variable()],
+        _node_variables(multi=False),
         grid,
     )
 

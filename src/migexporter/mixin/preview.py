@@ -91,7 +91,8 @@ def resolve(
     """Each query variable of dashboard JSON, set as Grafana sets it when the page opens.
 
     A multi-value variable takes all its values (a regex alternation), a single-value one its
-    first value; with ``every_value``, every variable takes all its values.
+    first value; with ``every_value``, every variable takes all its values. An optional variable
+    without values (no cluster label in the data) matches everything, as Grafana's "All" does.
 
     Raises:
         PreviewError: a variable is not a label_values query or has no values.
@@ -105,6 +106,9 @@ def resolve(
         if match is None or not match["selector"]:
             raise PreviewError(f"variable {variable['name']}: not label_values(selector, label)")
         found = prometheus.label_values(match["selector"], match["label"], window_s)
+        if not found and variable["name"] in dashboards.OPTIONAL_VARIABLES:
+            values[variable["name"]] = variable.get("allValue") or ".*"  # Grafana's "All"
+            continue
         if not found:
             raise PreviewError(f"variable {variable['name']} has no values: {query}")
         chosen = found if every_value or variable.get("multi") else found[:1]

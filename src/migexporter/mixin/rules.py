@@ -1,0 +1,233 @@
+"""Recording rules: the fleet views, computed once a minute instead of on every dashboard open.
+
+Names follow ``level:metric:operations`` (Prometheus's rule naming; kubernetes-mixin and
+node-mixin do the same): ``level`` lists the labels kept, ``metric`` is the source family, and
+``operations`` are newest first. Ratios are recorded as separate sums or as the quotient of
+sums, never as an average of ratios. Levels:
+
+- ``gpu``: one series per physical MIG GPU (``cluster``, ``node``, ``instance``, ``gpu``,
+  ``gpu_uuid``);
+- ``node``, ``node_profile``, ``node_band``, ``node_severity``: one per node, and per profile,
+  activity band or XID severity on it, so that a dashboard filtered to some nodes still sums
+  correctly;
+- ``cluster``, ``cluster_profile``, ``cluster_severity``: one per ``cluster`` label value (a
+  single series where the data has no ``cluster`` label).
+
+Every node-level series carries ``node``: the target's ``node`` label where the scrape
+configuration sets one (the Kubernetes ServiceMonitor does), else its ``instance``; one recorded
+series per target holds that choice and the others join it (a join of one series per node).
+Only the expressions both PromQL and MetricsQL (VictoriaMetrics) accept are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migexporter import catalog, xids
+
+INTERVAL = "1m"  # of the recording group; fleet views need no finer resolution
+GROUP = "migexporter-fleet"
+# Below this GR-engine activity, averaged over AVG_WINDOW, a GPU instance counts as idle.
+IDLE_RATIO, AVG_WINDOW = 0.05, "5m"
+MEMORY_FULL_RATIO = 0.95
+# Activity bands of GPU instances (upper bounds, exclusive), for a distribution that sums.
+BANDS = (("idle", IDLE_RATIO), ("low", 0.3), ("medium", 0.7), ("high", None))
+# Compute slices a GPU instance can hold (A30 up to 4, A100/H100/H200 up to 7): the weights of
+# the slice-weighted roll-up, since the slice count is a label of the instance's info series.
+SLICE_COUNTS = (1, 2, 3, 4, 7)
+
+CLUSTER = "cluster"
+NODE = ("cluster", "node", "instance")
+GPU = (*NODE, "gpu", "gpu_uuid")
+_GI_JOIN = "instance, gpu_uuid, gpu_instance_id"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One recording rule."""
+
+    name: str
+    expr: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def rule(self) -> dict[str, Any]:
+        """The rule as Prometheus reads it."""
+        rule: dict[str, Any] = {"record": self.name, "expr": self.expr}
+        if self.labels:
+            rule["labels"] = dict(self.labels)
+        return rule
+
+
+def _by(labels: tuple[str, ...]) -> str:
+    return ", ".join(labels)
+
+
+def _node_of_target() -> str:
+    """One series per target naming its node: its ``node`` label, else its ``instance``."""
+    build = catalog.BUILD_INFO.name
+    without = f'max by (cluster, instance) ({build}{{node=""}})'
+    named = f'label_replace({without}, "node", "$1", "instance", "(.*)")'
+    return f'{named} or max by ({_by(NODE)}) ({build}{{node!=""}})'
+
+
+def _per_node(
+    aggregation: str, expr: str, labels: tuple[str, ...] = (), *, zero_from: str = ""
+) -> str:
+    """``aggregation`` of ``expr`` per target (and ``labels``), with the target's node.
+
+    With ``zero_from``, targets that have its series but nothing in ``expr`` record 0.
+    """
+    by = _by(("cluster", "instance", *labels))
+    value = f"{aggregation} by ({by}) ({expr})"
+    if zero_from:
+        value = f"({value} or 0 * count by ({by}) ({zero_from}))"
+    return f"({value} * on (cluster, instance) group_left (node) {BUILD})"
+
+
+def _slice_weights() -> str:
+    """Each GPU instance's compute slices as its value: one branch per possible slice count."""
+    info = catalog.GPU_INSTANCE_INFO.name
+    return " or ".join(f'({info}{{slices="{n}"}} * {n})' for n in SLICE_COUNTS)
+
+
+def xid_events(selector: str, window: str) -> str:
+    """XID events of the series of ``selector`` within ``window``, per series.
+
+    A series born in the window counts its whole value (``increase`` cannot see a series born
+    at 1); ``* 1`` drops the name so that both branches carry the same label sets.
+    """
+    counter = f"{catalog.XID_ERRORS.name}{{{selector}}}"
+    return f"({counter} unless {counter} offset {window}) * 1 or increase({counter}[{window}])"
+
+
+def codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> str:
+    """The XIDs of ``severity`` in the catalog, as a regex alternation."""
+    found = [
+        str(code)
+        for code, row in sorted(xids.CATALOG.items())
+        if row.severity is severity and code not in leave_out
+    ]
+    return "|".join(found)
+
+
+def recorded(level: str, metric: catalog.Metric, operations: str) -> str:
+    """``level:metric:operations``; a ratio's ``_ratio`` and a counter's ``_total`` go."""
+    return f"{level}:{metric.name.removesuffix('_ratio').removesuffix('_total')}:{operations}"
+
+
+# Recorded names, for the dashboards that read them.
+BUILD = recorded("node_instance", catalog.BUILD_INFO, "relabel")
+_ACTIVE = catalog.GI_GR_ENGINE_ACTIVE
+GPU_ACTIVE_SUM = recorded("gpu", _ACTIVE, "slice_weighted_sum")
+GPU_ACTIVE = recorded("gpu", _ACTIVE, "slice_weighted_avg")
+NODE_ACTIVE_SUM = recorded("node", _ACTIVE, "slice_weighted_sum")
+NODE_ACTIVE = recorded("node", _ACTIVE, "slice_weighted_avg")
+CLUSTER_ACTIVE = recorded("cluster", _ACTIVE, "slice_weighted_avg")
+NODE_GPUS = recorded("node_mig_mode", catalog.GPU_INFO, "count")
+NODE_GPUS_UP = recorded("node", catalog.GPU_UP, "sum")
+NODE_SLICES_USED = recorded("node", catalog.GPU_MIG_SLICES_USED, "sum")
+NODE_SLICES_CAPACITY = recorded("node", catalog.GPU_MIG_SLICES_CAPACITY, "sum")
+CLUSTER_SLICES_USED = recorded("cluster", catalog.GPU_MIG_SLICES_USED, "sum")
+CLUSTER_SLICES_CAPACITY = recorded("cluster", catalog.GPU_MIG_SLICES_CAPACITY, "sum")
+PROFILE_INSTANCES = recorded("node_profile", catalog.GPU_INSTANCE_INFO, "count")
+PROFILE_ACTIVE_SUM = recorded("node_profile", _ACTIVE, "sum")
+PROFILE_MEMORY_USED = recorded("node_profile", catalog.GI_MEMORY_USED, "sum")
+PROFILE_MEMORY_TOTAL = recorded("node_profile", catalog.GI_MEMORY_TOTAL, "sum")
+CLUSTER_PROFILE_INSTANCES = recorded("cluster_profile", catalog.GPU_INSTANCE_INFO, "count")
+BAND_INSTANCES = recorded("node_band", _ACTIVE, f"count_avg{AVG_WINDOW}")
+# GPU instances using more than MEMORY_FULL_RATIO of their own memory.
+MEMORY_FULL = recorded("node", catalog.GI_MEMORY_USED, "count_full")
+XID_WINDOW = INTERVAL  # one window per evaluation: summed over time, each event counts once
+NODE_XIDS = recorded("node_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
+CLUSTER_XIDS = recorded("cluster_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
+
+
+def _gpu_records() -> list[Record]:
+    gr = catalog.GI_GR_ENGINE_ACTIVE.name
+    capacity = f"{catalog.GPU_MIG_SLICES_CAPACITY.name} > 0"
+    weighted = f"{gr} * on ({_GI_JOIN}) group_left () ({_slice_weights()})"
+    gpu = ("gpu", "gpu_uuid")
+    return [
+        Record(BUILD, _node_of_target()),
+        # Busy slices: each instance's activity times its slices, summed per physical GPU.
+        Record(GPU_ACTIVE_SUM, _per_node("sum", weighted, gpu)),
+        Record(GPU_ACTIVE, f"{GPU_ACTIVE_SUM} / on ({_by(GPU)}) {_per_node('sum', capacity, gpu)}"),
+    ]
+
+
+def _node_records() -> list[Record]:
+    gi_info, gpu_info = catalog.GPU_INSTANCE_INFO.name, catalog.GPU_INFO.name
+    gr = catalog.GI_GR_ENGINE_ACTIVE.name
+    used, total = catalog.GI_MEMORY_USED.name, catalog.GI_MEMORY_TOTAL.name
+    capacity = catalog.GPU_MIG_SLICES_CAPACITY.name
+    average = f"avg_over_time({gr}[{AVG_WINDOW}])"
+    bands = []
+    low = 0.0
+    for band, high in BANDS:
+        above = f" >= {low}" if low else ""
+        below = f" < {high}" if high is not None else ""
+        expr = _per_node("count", f"({average}{above}){below}")
+        bands.append(Record(BAND_INSTANCES, expr, {"band": band}))
+        low = high or low
+    return [
+        Record(NODE_ACTIVE_SUM, f"sum by ({_by(NODE)}) ({GPU_ACTIVE_SUM})"),
+        Record(
+            NODE_ACTIVE,
+            f"{NODE_ACTIVE_SUM} / on ({_by(NODE)}) {_per_node('sum', f'{capacity} > 0')}",
+        ),
+        Record(NODE_GPUS, _per_node("count", gpu_info, ("mig_mode",))),
+        Record(NODE_GPUS_UP, _per_node("sum", catalog.GPU_UP.name)),
+        Record(NODE_SLICES_USED, _per_node("sum", catalog.GPU_MIG_SLICES_USED.name)),
+        Record(NODE_SLICES_CAPACITY, _per_node("sum", capacity)),
+        Record(PROFILE_INSTANCES, _per_node("count", gi_info, ("profile",))),
+        Record(PROFILE_ACTIVE_SUM, _per_node("sum", gr, ("profile",))),
+        Record(PROFILE_MEMORY_USED, _per_node("sum", used, ("profile",))),
+        Record(PROFILE_MEMORY_TOTAL, _per_node("sum", total, ("profile",))),
+        *bands,
+        # 0 on nodes where none is full, so that "none" reads as 0, not as missing data.
+        Record(
+            MEMORY_FULL,
+            _per_node(
+                "count",
+                f"{used} / {total} > {MEMORY_FULL_RATIO}",
+                zero_from=total,
+            ),
+        ),
+    ]
+
+
+def _xid_records() -> list[Record]:
+    records = []
+    for severity in xids.Severity:
+        events = xid_events(f'xid=~"{codes(severity)}"', XID_WINDOW)
+        # Only nodes with events in the window get a series: no rows of zeros.
+        expr = f"{_per_node('sum', events)} > 0"
+        records.append(Record(NODE_XIDS, expr, {"severity": severity.value}))
+    return records
+
+
+def _cluster_records() -> list[Record]:
+    def total(name: str, labels: tuple[str, ...] = (CLUSTER,)) -> str:
+        return f"sum by ({_by(labels)}) ({name})"
+
+    return [
+        Record(
+            CLUSTER_ACTIVE,
+            f"{total(NODE_ACTIVE_SUM)} / on ({CLUSTER}) {total(NODE_SLICES_CAPACITY)}",
+        ),
+        Record(CLUSTER_SLICES_USED, total(NODE_SLICES_USED)),
+        Record(CLUSTER_SLICES_CAPACITY, total(NODE_SLICES_CAPACITY)),
+        Record(CLUSTER_PROFILE_INSTANCES, total(PROFILE_INSTANCES, (CLUSTER, "profile"))),
+        Record(CLUSTER_XIDS, total(NODE_XIDS, (CLUSTER, "severity"))),
+    ]
+
+
+def records() -> list[Record]:
+    """Every recording rule, in evaluation order: a rule reads only rules before it."""
+    return [*_gpu_records(), *_node_records(), *_xid_records(), *_cluster_records()]
+
+
+def groups() -> list[dict[str, Any]]:
+    """The recording group."""
+    return [{"name": GROUP, "interval": INTERVAL, "rules": [r.rule() for r in records()]}]
