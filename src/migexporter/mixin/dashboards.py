@@ -481,16 +481,16 @@ def _capacity_row(grid: _Grid) -> None:
         ),
         12,
     )
-    used_gi = _series(catalog.GI_MEMORY_USED, **FLEET_GI)
-    fullest = _top_table(
-        f"Fullest GPU instances (top {TOP})",
-        "GPU instances using the largest share of their own memory; above "
-        f"{rules.MEMORY_FULL_RATIO:.0%} a workload is about to run out.",
-        f"{used_gi} / {_series(catalog.GI_MEMORY_TOTAL, **FLEET_GI)}",
-        "Used / size",
+    grid.add(
+        _top_table(
+            f"Nodes with memory-full instances (top {TOP})",
+            f"GPU instances using more than {rules.MEMORY_FULL_RATIO:.0%} of their own memory, "
+            "per node: workloads about to run out.",
+            _recorded(rules.MEMORY_FULL),
+            "Instances",
+        ),
+        12,
     )
-    fullest.overrides = [_override("Value", "Used / size", "percentunit")]
-    grid.add(fullest, 12)
 
 
 def _xid_value_names() -> list[dict[str, Any]]:

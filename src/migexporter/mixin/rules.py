@@ -40,7 +40,6 @@ SLICE_COUNTS = (1, 2, 3, 4, 7)
 CLUSTER = "cluster"
 NODE = ("cluster", "node", "instance")
 GPU = (*NODE, "gpu", "gpu_uuid")
-_GI_JOIN = "instance, gpu_uuid, gpu_instance_id"
 
 
 @dataclass(frozen=True)
@@ -72,23 +71,24 @@ def _node_of_target() -> str:
 
 
 def _per_node(
-    aggregation: str, expr: str, labels: tuple[str, ...] = (), *, zero_from: str = ""
+    aggregation: str, expr: str, labels: tuple[str, ...] = (), *, zeros: bool = False
 ) -> str:
     """``aggregation`` of ``expr`` per target (and ``labels``), with the target's node.
 
-    With ``zero_from``, targets that have its series but nothing in ``expr`` record 0.
+    With ``zeros``, targets with nothing in ``expr`` record 0 rather than no series.
     """
     by = _by(("cluster", "instance", *labels))
-    value = f"{aggregation} by ({by}) ({expr})"
-    if zero_from:
-        value = f"({value} or 0 * count by ({by}) ({zero_from}))"
-    return f"({value} * on (cluster, instance) group_left (node) {BUILD})"
+    value = f"{aggregation} by ({by}) ({expr}) * on (cluster, instance) group_left (node) {BUILD}"
+    return f"({value} or 0 * {BUILD})" if zeros else f"({value})"
 
 
-def _slice_weights() -> str:
-    """Each GPU instance's compute slices as its value: one branch per possible slice count."""
-    info = catalog.GPU_INSTANCE_INFO.name
-    return " or ".join(f'({info}{{slices="{n}"}} * {n})' for n in SLICE_COUNTS)
+def _slice_weighted(metric: catalog.Metric) -> str:
+    """``metric`` of each GPU instance times its compute slices, one branch per slice count.
+
+    A GI profile's name starts with its compute slices (``3g.40gb``: 3), so the weight comes
+    from the series' own ``profile`` label: no join with the instance-info series.
+    """
+    return " or ".join(f'({metric.name}{{profile=~"{n}g[.].*"}} * {n})' for n in SLICE_COUNTS)
 
 
 def xid_events(selector: str, window: str) -> str:
@@ -101,14 +101,13 @@ def xid_events(selector: str, window: str) -> str:
     return f"({counter} unless {counter} offset {window}) * 1 or increase({counter}[{window}])"
 
 
-def codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> str:
-    """The XIDs of ``severity`` in the catalog, as a regex alternation."""
-    found = [
-        str(code)
+def codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> list[int]:
+    """The XIDs of ``severity`` in the catalog."""
+    return [
+        code
         for code, row in sorted(xids.CATALOG.items())
         if row.severity is severity and code not in leave_out
     ]
-    return "|".join(found)
 
 
 def recorded(level: str, metric: catalog.Metric, operations: str) -> str:
@@ -144,9 +143,8 @@ CLUSTER_XIDS = recorded("cluster_severity", catalog.XID_ERRORS, f"increase{XID_W
 
 
 def _gpu_records() -> list[Record]:
-    gr = catalog.GI_GR_ENGINE_ACTIVE.name
     capacity = f"{catalog.GPU_MIG_SLICES_CAPACITY.name} > 0"
-    weighted = f"{gr} * on ({_GI_JOIN}) group_left () ({_slice_weights()})"
+    weighted = _slice_weighted(catalog.GI_GR_ENGINE_ACTIVE)
     gpu = ("gpu", "gpu_uuid")
     return [
         Record(BUILD, _node_of_target()),
@@ -188,11 +186,7 @@ def _node_records() -> list[Record]:
         # 0 on nodes where none is full, so that "none" reads as 0, not as missing data.
         Record(
             MEMORY_FULL,
-            _per_node(
-                "count",
-                f"{used} / {total} > {MEMORY_FULL_RATIO}",
-                zero_from=total,
-            ),
+            _per_node("count", f"{used} / {total} > {MEMORY_FULL_RATIO}", zeros=True),
         ),
     ]
 
@@ -200,7 +194,8 @@ def _node_records() -> list[Record]:
 def _xid_records() -> list[Record]:
     records = []
     for severity in xids.Severity:
-        events = xid_events(f'xid=~"{codes(severity)}"', XID_WINDOW)
+        alternation = "|".join(map(str, codes(severity)))
+        events = xid_events(f'xid=~"{alternation}"', XID_WINDOW)
         # Only nodes with events in the window get a series: no rows of zeros.
         expr = f"{_per_node('sum', events)} > 0"
         records.append(Record(NODE_XIDS, expr, {"severity": severity.value}))
