@@ -33,8 +33,8 @@ IDLE_RATIO, AVG_WINDOW = 0.05, "5m"
 MEMORY_FULL_RATIO = 0.95
 # Activity bands of GPU instances (upper bounds, exclusive), for a distribution that sums.
 BANDS = (("idle", IDLE_RATIO), ("low", 0.3), ("medium", 0.7), ("high", None))
-# Compute slices a GPU instance can hold (A30 up to 4, A100/H100/H200 up to 7): the weights of
-# the slice-weighted roll-up, since the slice count is a label of the instance's info series.
+# Compute slices a GPU instance can hold (A30 up to 4, A100/H100/H200 up to 7): one branch of
+# the slice-weighted roll-up each.
 SLICE_COUNTS = (1, 2, 3, 4, 7)
 
 CLUSTER = "cluster"
