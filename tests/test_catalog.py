@@ -45,10 +45,60 @@ def test_names_and_help_are_unique():
 
 
 def test_profiling_ratios_cover_dcgm_fields_per_scope():
-    """GPU and GPU-instance scopes have all five fields 1001-1005; compute instances 1001-1004."""
-    assert set(catalog.PROFILING[Scope.GPU]) == set(catalog.PROFILING_FIELDS)
-    assert set(catalog.PROFILING[Scope.GPU_INSTANCE]) == set(catalog.PROFILING_FIELDS)
+    """GPU and GPU-instance scopes have ratios 1001-1008; compute instances 1001-1004."""
+    ratios = set(range(1001, 1009))
+    assert set(catalog.PROFILING[Scope.GPU]) == ratios
+    assert set(catalog.PROFILING[Scope.GPU_INSTANCE]) == ratios
     assert set(catalog.PROFILING[Scope.COMPUTE_INSTANCE]) == {1001, 1002, 1003, 1004}
+    assert set(catalog.ACTIVITY_FIELDS) <= set(catalog.PROFILING[Scope.COMPUTE_INSTANCE]) | {1005}
+
+
+# dcgm-exporter 4.8's etc/default-counters.csv (NVIDIA/dcgm-exporter d5e5f51, near 4.5.3-4.8.2):
+# every uncommented field but the driver-version label, vGPU licence status (vGPU guests only)
+# and the last-XID gauge (our XID counters replace it), by DCGM field id.
+DCGM_EXPORTER_DEFAULTS = {
+    100: "DCGM_FI_DEV_SM_CLOCK",
+    101: "DCGM_FI_DEV_MEM_CLOCK",
+    140: "DCGM_FI_DEV_MEMORY_TEMP",
+    150: "DCGM_FI_DEV_GPU_TEMP",
+    155: "DCGM_FI_DEV_POWER_USAGE",
+    156: "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+    202: "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+    203: "DCGM_FI_DEV_GPU_UTIL",
+    204: "DCGM_FI_DEV_MEM_COPY_UTIL",
+    206: "DCGM_FI_DEV_ENC_UTIL",
+    207: "DCGM_FI_DEV_DEC_UTIL",
+    251: "DCGM_FI_DEV_FB_FREE",
+    252: "DCGM_FI_DEV_FB_USED",
+    253: "DCGM_FI_DEV_FB_RESERVED",
+    449: "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+    393: "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+    394: "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+    395: "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+    1001: "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    1004: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    1005: "DCGM_FI_PROF_DRAM_ACTIVE",
+    1009: "DCGM_FI_PROF_PCIE_TX_BYTES",
+    1010: "DCGM_FI_PROF_PCIE_RX_BYTES",
+}
+
+
+def test_every_dcgm_exporter_default_counter_has_a_gpu_family():
+    """A superset of dcgm-exporter's defaults: each field is a family of the physical GPU."""
+    gpu = [m for m in METRICS if m.scope is Scope.GPU]
+    # A family may hold a pair of fields as a label's values: 1010 is 1009's rx.
+    fields = {m.dcgm_field for m in gpu} | {f for m in gpu for _, f in m.dcgm_fields}
+    assert [name for f, name in DCGM_EXPORTER_DEFAULTS.items() if f not in fields] == []
+    assert {1006, 1007, 1008, 1011, 1012, 112, 240, 241} <= fields  # beyond the defaults
+
+
+def test_paired_fields_name_values_of_the_first_extra_label():
+    """Each value a dcgm_fields pair names is a value of the family's first extra label."""
+    for metric in METRICS:
+        if metric.dcgm_fields:
+            assert metric.extra_labels
+            assert metric.dcgm_field == metric.dcgm_fields[0][1]
+            assert len({value for value, _ in metric.dcgm_fields}) == len(metric.dcgm_fields)
 
 
 def test_metric_names_live_only_in_the_catalog():

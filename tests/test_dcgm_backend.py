@@ -158,10 +158,14 @@ def test_same_instances_labels_and_values_as_the_nvml_backend(bindings, fleet, c
     clock.now += 1.0
     for gpu in nvml_gpus:
         want, got = readings_of(nvml.sample(gpu)), readings_of(dcgm.sample(gpu))
-        assert want.keys() == got.keys(), f"GPU {gpu.index}: {want.keys() ^ got.keys()}"
-        for key, value in want.items():
-            # DCGM reports frame buffer in whole MiB.
-            tolerance = MIB if "memory" in key[-2] else 1e-9
+        # NVML's NVLink byte counters have no DCGM field (DCGM keeps 449 as a rate only).
+        nvml_only = {k for k in want if k[-2] == catalog.GPU_NVLINK_BYTES.name}
+        assert nvml_only or gpu.mig_enabled  # the MIG-disabled H100 has NVLink
+        assert want.keys() - nvml_only == got.keys(), f"GPU {gpu.index}: {want.keys() ^ got.keys()}"
+        for key in got:
+            # DCGM reports frame buffer in whole MiB, and rates in whole bytes per second.
+            tolerance = MIB if "memory" in key[-2] else 1.0 if "per_second" in key[-2] else 1e-9
+            value = want[key]
             assert math.isclose(got[key], value, abs_tol=tolerance), (key, got[key], value)
 
 
@@ -326,7 +330,8 @@ def test_profiling_fields_that_multiplex_are_left_out(bindings, fleet, clock, en
     sample = backend.sample(gpus[1])
     clock.now += 1.0
     sample = backend.sample(gpus[1])
-    assert sample.fields_supported == {1001: True, 1002: True, 1003: False, 1004: True, 1005: True}
+    offered = {1001: True, 1002: True, 1003: False, 1004: True, 1005: True}
+    assert sample.fields_supported == offered | dict.fromkeys(range(1006, 1013), False)
     gi_id = gpus[1].gpu_instances[0].id
     assert sample.gpu_instances[gi_id].get(catalog.GI_SM_OCCUPANCY) is None
     assert sample.gpu_instances[gi_id].get(catalog.GI_SM_ACTIVE) is not None
@@ -387,3 +392,79 @@ def test_host_engine_loss_reconnects_with_backoff(bindings, fleet, clock):
     assert len(group_names(bindings, backend)) == groups
     clock.now += 1.0
     assert backend.sample(gpus[1]).gpu_instances
+
+
+# --- device families ------------------------------------------------------------------------
+def test_device_fields_convert_dcgm_units(bindings, fleet, clock, engine):
+    """Percent to ratios, ns to seconds, MiB to bytes, the clock-event mask to 0/1 per reason."""
+    backend = make_backend(bindings, fleet, clock)
+    gpu = topology(backend)[2]  # MIG disabled
+    # What an H200 answered through NVML under load (benchmarks/results/nvml_calls-h200.json),
+    # as DCGM stores it: percent, C, ns, MiB, bytes/s; the mask is power cap | SW thermal.
+    literals = {203: 99, 204: 23, 206: 0, 207: 17, 140: 40, 202: 3, 240: 3_528_648_768, 241: 0}
+    literals |= {112: 0x24, 251: 142_078, 253: 615, 1009: 3_999_615_860}
+    for field_id, value in literals.items():
+        engine.override(FE_GPU, gpu.index, field_id, 0, value)
+    got = backend.sample(gpu).gpu
+    assert got.get(catalog.GPU_UTILIZATION) == pytest.approx(0.99)
+    assert got.get(catalog.GPU_MEMORY_COPY_UTILIZATION) == pytest.approx(0.23)
+    assert got.get(catalog.GPU_ENCODER_UTILIZATION) == 0.0
+    assert got.get(catalog.GPU_DECODER_UTILIZATION) == pytest.approx(0.17)
+    assert got.get(catalog.GPU_MEMORY_TEMPERATURE) == 40
+    assert got.get(catalog.GPU_PCIE_REPLAYS) == 3
+    assert got.get(catalog.GPU_THROTTLED, "power") == pytest.approx(3.528648768)
+    assert got.get(catalog.GPU_THROTTLED, "thermal") == 0.0
+    assert got.get(catalog.GPU_MEMORY_FREE) == 142_078 * MIB
+    assert got.get(catalog.GPU_MEMORY_RESERVED) == 615 * MIB
+    assert got.get(catalog.GPU_PCIE_THROUGHPUT, "tx") == 3_999_615_860
+    reasons = {k[1][0]: v for k, v in got.values.items() if k[0] is catalog.GPU_CLOCK_EVENT}
+    active = {"sw_power_cap", "sw_thermal_slowdown"}
+    assert reasons == {r: float(r in active) for r in catalog.CLOCK_EVENT_REASONS.values()}
+
+
+@pytest.mark.parametrize("source", ["nvml", "dcgm"])
+def test_simulated_fleet_serves_every_device_family(bindings, fleet, clock, source):
+    """Each new family has plausible values on the MIG-disabled GPU; MIG GPUs lack NVML's."""
+    if source == "nvml":
+        backend = NvmlBackend(FakeNvml(fleet))
+        backend.open()
+    else:
+        backend = make_backend(bindings, fleet, clock, nvml=False)
+    gpus = topology(backend)
+    for gpu in gpus:
+        backend.sample(gpu)
+    clock.now += 1.0
+    mig, whole = backend.sample(gpus[1]), backend.sample(gpus[2]).gpu
+    ratios = [
+        *((m, ()) for m in catalog.PROFILING[catalog.Scope.GPU].values()),
+        (catalog.GPU_UTILIZATION, ()),
+        (catalog.GPU_MEMORY_COPY_UTILIZATION, ()),
+        (catalog.GPU_ENCODER_UTILIZATION, ()),
+        (catalog.GPU_DECODER_UTILIZATION, ()),
+        *((catalog.GPU_CLOCK_EVENT, (r,)) for r in catalog.CLOCK_EVENT_REASONS.values()),
+    ]
+    for metric, extra in ratios:
+        assert 0.0 <= whole.get(metric, *extra) <= 1.0, (metric.name, extra)
+    assert 20 <= whole.get(catalog.GPU_MEMORY_TEMPERATURE) <= 100
+    assert whole.get(catalog.GPU_PCIE_REPLAYS) >= 0
+    for cause in ("power", "thermal"):
+        assert whole.get(catalog.GPU_THROTTLED, cause) >= 0
+    for direction in ("tx", "rx"):
+        assert 0 <= whole.get(catalog.GPU_PCIE_THROUGHPUT, direction) < 64e9
+        assert 0 <= whole.get(catalog.GPU_NVLINK_THROUGHPUT, direction) < 450e9
+    total = whole.get(catalog.GPU_MEMORY_TOTAL)
+    parts = (catalog.GPU_MEMORY_USED, catalog.GPU_MEMORY_FREE, catalog.GPU_MEMORY_RESERVED)
+    assert sum(whole.get(m) for m in parts) == pytest.approx(total, abs=3 * MIB)
+    assert whole.get(catalog.GPU_ENCODER_UTILIZATION) == 0.0  # no NVENC on an H100
+    # MIG mode: no NVML utilizations and no NVLink; per-instance memory and pipes instead.
+    for metric in (catalog.GPU_UTILIZATION, catalog.GPU_DECODER_UTILIZATION):
+        assert mig.gpu.get(metric) is None
+    assert mig.gpu.get(catalog.GPU_NVLINK_THROUGHPUT, "tx") is None
+    assert mig.gpu.get(catalog.GPU_NVLINK_BYTES, "tx") is None
+    assert mig.gpu.get(catalog.GPU_MEMORY_TEMPERATURE) is not None
+    for readings in mig.gpu_instances.values():
+        gi_total = readings.get(catalog.GI_MEMORY_TOTAL)
+        gi_parts = (catalog.GI_MEMORY_USED, catalog.GI_MEMORY_FREE, catalog.GI_MEMORY_RESERVED)
+        assert sum(readings.get(m) for m in gi_parts) == pytest.approx(gi_total, abs=3 * MIB)
+        for metric in (catalog.GI_FP64_ACTIVE, catalog.GI_FP32_ACTIVE, catalog.GI_FP16_ACTIVE):
+            assert 0.0 <= readings.get(metric) <= 1.0

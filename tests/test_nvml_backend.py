@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pynvml
 import pytest
 
 from manual_clock import ManualClock
@@ -244,3 +245,115 @@ async def test_nvml_shut_down_under_the_exporter_is_initialised_again(caplog):
         assert len(again) == 1
     finally:
         await collector.stop()
+
+
+# --- device families from literal driver answers --------------------------------------------
+# What an NVIDIA H200 (driver 580.159.04, MIG disabled) answered under a bf16 matmul load with
+# pinned host<->device copies: benchmarks/results/nvml_calls-h200.json ("loaded").
+H200_FIELDS: dict[str, tuple[int, str, int]] = {  # constant -> (nvmlReturn, member, value)
+    "NVML_FI_DEV_MEMORY_TEMP": (0, "uiVal", 40),
+    "NVML_FI_DEV_PCIE_REPLAY_COUNTER": (0, "uiVal", 3),  # 0 measured; 3 tells it from absent
+    "NVML_FI_DEV_PERF_POLICY_POWER": (0, "ullVal", 3_528_648_768),  # ns
+    "NVML_FI_DEV_PERF_POLICY_THERMAL": (0, "ullVal", 0),
+    "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX": (pynvml.NVML_ERROR_NOT_SUPPORTED, "ullVal", 0),
+    "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX": (pynvml.NVML_ERROR_NOT_SUPPORTED, "ullVal", 0),
+}
+H200_GPM = {1: 83.77, 2: 79.478, 3: 11.746, 5: 77.075, 10: 14.749, 11: 0.0, 12: 0.0, 13: 0.0}
+H200_GPM |= {20: 3814.327, 21: 3537.904, 60: 0.0, 61: 0.0}  # MiB/s
+
+
+class H200Answers(FakeNvml):
+    """The simulator's NVML, with the device calls answering what the H200 answered."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__(fleet)
+        self.fields_asked: list[list[int]] = []
+
+    def nvmlDeviceGetUtilizationRates(self, _handle):
+        utilization = pynvml.c_nvmlUtilization_t()
+        utilization.gpu, utilization.memory = 99, 23
+        return utilization
+
+    def nvmlDeviceGetEncoderUtilization(self, _handle):
+        return [0, 100000]
+
+    def nvmlDeviceGetDecoderUtilization(self, _handle):
+        return [17, 100000]  # 0 measured (no video); 17 tells the decoder from the encoder
+
+    def nvmlDeviceGetSupportedClocksEventReasons(self, _handle):
+        return 0x1FF
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, _handle):
+        return pynvml.nvmlClocksEventReasonSwPowerCap
+
+    def nvmlDeviceGetPcieThroughput(self, _device, counter):
+        return 3_899_213 if counter == pynvml.NVML_PCIE_UTIL_TX_BYTES else 3_551_137
+
+    def nvmlDeviceGetFieldValues(self, _handle, fieldIds):
+        by_id = {getattr(pynvml, name): answer for name, answer in H200_FIELDS.items()}
+        self.fields_asked.append([item[0] for item in fieldIds])
+        values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
+        for value, (field_id, scope) in zip(values, fieldIds, strict=True):
+            status, member, number = by_id[field_id]
+            value.fieldId, value.scopeId, value.nvmlReturn = field_id, scope, status
+            setattr(value.value, member, number)
+        return values
+
+    def nvmlGpmMetricsGet(self, metricsGet):
+        for metric in metricsGet.metrics[: metricsGet.numMetrics]:
+            metric.value, metric.nvmlReturn = H200_GPM[metric.metricId], pynvml.NVML_SUCCESS
+        return metricsGet
+
+
+def _h200_sample(spec: str):
+    clock = ManualClock()
+    nvml = H200Answers(Fleet.from_spec(spec, clock=clock))
+    backend = NvmlBackend(nvml)
+    backend.open()
+    [gpu] = _topology(backend)
+    backend.sample(gpu)
+    clock.now += 1.0
+    return nvml, backend, gpu, backend.sample(gpu).gpu
+
+
+def test_device_readings_convert_the_drivers_units():
+    """Percent to ratios, ns to seconds, MiB/s to bytes/s; each reason its own 0/1 reading."""
+    nvml, backend, gpu, got = _h200_sample("h100-80gb")
+    assert got.get(catalog.GPU_UTILIZATION) == pytest.approx(0.99)
+    assert got.get(catalog.GPU_MEMORY_COPY_UTILIZATION) == pytest.approx(0.23)
+    assert got.get(catalog.GPU_ENCODER_UTILIZATION) == 0.0
+    assert got.get(catalog.GPU_DECODER_UTILIZATION) == pytest.approx(0.17)
+    assert got.get(catalog.GPU_MEMORY_TEMPERATURE) == 40
+    assert got.get(catalog.GPU_PCIE_REPLAYS) == 3
+    assert got.get(catalog.GPU_THROTTLED, "power") == pytest.approx(3.528648768)
+    assert got.get(catalog.GPU_THROTTLED, "thermal") == 0.0
+    reasons = {k[1][0]: v for k, v in got.values.items() if k[0] is catalog.GPU_CLOCK_EVENT}
+    assert reasons == {r: float(r == "sw_power_cap") for r in catalog.CLOCK_EVENT_REASONS.values()}
+    assert got.get(catalog.GPU_PCIE_THROUGHPUT, "tx") == pytest.approx(3814.327 * 2**20)
+    assert got.get(catalog.GPU_PCIE_THROUGHPUT, "rx") == pytest.approx(3537.904 * 2**20)
+    assert got.get(catalog.GPU_NVLINK_THROUGHPUT, "tx") == 0.0  # GPM answers 0 without links
+    assert got.get(catalog.GPU_FP64_ACTIVE) == 0.0
+    assert got.get(catalog.GPU_TENSOR_ACTIVE) == pytest.approx(0.77075)
+    # NVLink counters the GPU does not support: absent, and not asked for again.
+    assert got.get(catalog.GPU_NVLINK_BYTES, "tx") is None
+    nvlink = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX
+    assert nvlink in nvml.fields_asked[0]
+    backend.sample(gpu)
+    assert nvlink not in nvml.fields_asked[-1]
+    assert pynvml.NVML_FI_DEV_MEMORY_TEMP in nvml.fields_asked[-1]
+
+
+def test_without_gpm_pcie_comes_from_the_drivers_own_window():
+    """An A100 has no GPM: PCIe traffic is nvmlDeviceGetPcieThroughput's KB/s, times 1024."""
+    _, _, _, got = _h200_sample("a100-40gb")
+    assert got.get(catalog.GPU_PCIE_THROUGHPUT, "tx") == 3_899_213 * 1024
+    assert got.get(catalog.GPU_PCIE_THROUGHPUT, "rx") == 3_551_137 * 1024
+    assert got.get(catalog.GPU_FP64_ACTIVE) is None  # no GPM, no pipe ratios
+
+
+def test_memory_temperature_beyond_200_c_is_no_reading(monkeypatch):
+    """DCGM stores a blank above 200 C; so does this backend (it is not a temperature)."""
+    monkeypatch.setitem(H200_FIELDS, "NVML_FI_DEV_MEMORY_TEMP", (0, "uiVal", 0xFFFFFFFF))
+    _, _, _, got = _h200_sample("h100-80gb")
+    assert got.get(catalog.GPU_MEMORY_TEMPERATURE) is None
+    assert got.get(catalog.GPU_PCIE_REPLAYS) == 3

@@ -192,3 +192,17 @@ async def test_unknown_paths_and_methods_are_aiohttps_404_and_405(client):
     assert (await client.get("/api/sim/ecc")).status == 405
     assert (await client.get("/api/sim/recovery")).status == 405
     assert (await client.post("/api/sim/fleet")).status == 405
+
+
+async def test_the_overheat_fault_is_applied_and_reported(client, fleet):
+    """POST /api/sim/fault overheat: the GPU stays ok but slows down, until recover."""
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    device = nv.nvmlDeviceGetHandleByIndex(2)
+    thermal = pynvml.nvmlClocksEventReasonSwThermalSlowdown
+    for kind, overheated in (("overheat", True), ("recover", False)):
+        status, result = await post(client, "/api/sim/fault", {"gpu": 2, "kind": kind})
+        assert status == 200
+        assert (result["state"], result["overheated"]) == ("ok", overheated)
+        reasons = nv.nvmlDeviceGetCurrentClocksEventReasons(device)
+        assert bool(reasons & thermal) == overheated

@@ -29,6 +29,7 @@ from migexporter.sim import (
     install_dcgm,
     uninstall_dcgm,
 )
+from migexporter.sim._workload import FP16, FP32, FP64, NVLINK_RX, NVLINK_TX, PCIE_RX, PCIE_TX
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -722,3 +723,147 @@ def test_profiling_multipass_fault_splits_sm_occupancy_until_recovery(fleet: Fle
     assert engine.profiling_groups(1) == before
     fleet.fault(0, "recover")
     assert engine.profiling_groups(0) == before
+
+
+# --- clocks events, memory temperature, PCIe, codecs, violations, NVLink ---
+
+
+def test_more_device_fields_equal_nvmls_and_gpu_level_fields_reach_instances(
+    handle, dcgm, nv, fleet, clock
+):
+    """112, 140, 202, 206, 207, 240, 241 are NVML's; 200/201 are NOT_SUPPORTED in DCGM 4.6."""
+    fields = [112, 140, 200, 201, 202, 206, 207, 240, 241]
+    entities = [(GPU, 0), (GPU, 2), (GI, 0), (CI, 0)]
+    watch(dcgm, handle, entities, fields)
+    fleet.inject_pcie_replays(2, 3)
+    fleet.fault(2, "overheat")
+    clock.advance(5)
+    got = latest(dcgm, handle, entities, fields)
+    unsupported = (0, dcgm.value.DCGM_INT64_NOT_SUPPORTED)
+    for gpu in (0, 2):
+        device = nv.nvmlDeviceGetHandleByIndex(gpu)
+        memory = nv.nvmlDeviceGetFieldValues(device, [pynvml.NVML_FI_DEV_MEMORY_TEMP])[0]
+        violations = [
+            nv.nvmlDeviceGetViolationStatus(device, policy).violationTime
+            for policy in (pynvml.NVML_PERF_POLICY_POWER, pynvml.NVML_PERF_POLICY_THERMAL)
+        ]
+        expected = {
+            112: (0, nv.nvmlDeviceGetCurrentClocksEventReasons(device)),
+            140: (0, memory.value.uiVal),
+            200: unsupported,
+            201: unsupported,
+            202: (0, 3 if gpu == 2 else 0),
+            240: (0, violations[0]),
+            241: (0, violations[1]),
+        }
+        if gpu == 2:
+            decoder = nv.nvmlDeviceGetDecoderUtilization(device)[0]
+            expected |= {206: (0, 0), 207: (0, decoder)}
+        else:  # MIG mode: NVML says NotSupported
+            expected |= {206: unsupported, 207: unsupported}
+        assert {f: got[GPU, gpu, f] for f in fields} == expected
+    assert got[GPU, 2, 112][1] & dcgm.fields.DCGM_CLOCKS_EVENT_REASON_SW_THERMAL
+    assert got[GPU, 2, 241][1] == pytest.approx(5e9, abs=1e3)  # ns since the fault
+    for kind in (GI, CI):
+        assert {f: got[kind, 0, f] for f in fields} == {f: got[GPU, 0, f] for f in fields}
+
+
+def test_nvlink_throughput_total_is_the_counters_growth_in_dcgms_mb_per_s(dcgm, clock):
+    """(RX + TX KiB now - before) / seconds / 1000; 0 first; NOT_SUPPORTED in MIG mode."""
+    fleet = Fleet.from_spec("h100-80gb,h100-80gb:7g.80gb", clock=clock)
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    every = 0xFFFFFFFF
+    ids = [
+        (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, every),
+        (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, every),
+    ]
+
+    def kib() -> int:
+        return sum(v.value.ullVal for v in nv.nvmlDeviceGetFieldValues(device, ids))
+
+    with serving(dcgm, SimHostEngine(fleet)):
+        handle = dcgm.pydcgm.DcgmHandle().handle
+        with pytest.warns(DeprecationWarning, match="NVLINK_BANDWIDTH_TOTAL is deprecated"):
+            assert dcgm.fields.DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL == 449
+        entities = [(GPU, 0), (GPU, 1), (GI, 7)]  # GPU 1's GI: DCGM id 1 * 7 + 0
+        watch(dcgm, handle, entities, [449])
+        clock.advance(30)
+        first = latest(dcgm, handle, entities, [449])
+        assert first[GPU, 0, 449] == (0, 0)
+        not_supported = (dcgm.structs.DCGM_ST_NOT_SUPPORTED, dcgm.value.DCGM_INT64_BLANK)
+        assert first[GPU, 1, 449] == first[GI, 7, 449] == not_supported
+        before, rates = kib(), []
+        for _ in range(20):
+            clock.advance(10)
+            now = kib()
+            got = latest(dcgm, handle, [(GPU, 0)], [449])
+            rates.append(got[GPU, 0, 449][1])
+            assert got[GPU, 0, 449] == (0, int((now - before) / 10 / 1000))
+            before = now
+    assert max(rates) > 100_000  # some phases move over 100 GB/s
+    assert min(rates) >= 0
+
+
+def test_profiling_fp_pipes_and_traffic_on_gpm_gpus_are_nvmls_gpm(handle, dcgm, nv, clock):
+    """1006-1008 are GPM ratios, 1009-1012 GPM MiB/s in bytes/s; instances read their GPU's."""
+    fields = list(range(1006, 1013))
+    entities = [(GPU, 2), (GPU, 0), (CI, 0)]
+    watch(dcgm, handle, entities, fields)
+    dcgm.agent.dcgmUpdateAllFields(handle, 1)
+    samples = {gpu: nv.nvmlGpmSampleAlloc() for gpu in (0, 2)}
+    for gpu, sample in samples.items():
+        nv.nvmlGpmSampleGet(nv.nvmlDeviceGetHandleByIndex(gpu), sample)
+    clock.advance(7.5)
+    got = latest(dcgm, handle, entities, fields)
+    for gpu, before in samples.items():
+        after = nv.nvmlGpmSampleAlloc()
+        nv.nvmlGpmSampleGet(nv.nvmlDeviceGetHandleByIndex(gpu), after)
+        for field, metric in zip(fields, range(11, 14), strict=False):  # FP64, FP32, FP16
+            expected = _gpm_ratio(nv, before, after, metric)
+            assert got[GPU, gpu, field] == (0, pytest.approx(expected))
+        for field, metric in ((1009, 20), (1010, 21), (1011, 61), (1012, 60)):
+            expected = _gpm_ratio(nv, before, after, metric) * 100 * MIB  # MiB/s -> bytes/s
+            assert got[GPU, gpu, field] == (0, pytest.approx(expected, abs=1))
+    assert got[GPU, 2, 1009][1] > 0
+    assert got[GPU, 0, 1011] == got[GPU, 0, 1012] == (0, 0)  # no NVLink in MIG mode
+    for field in (1009, 1010, 1011, 1012):  # GPU level: the CI reads its GPU's
+        assert got[CI, 0, field] == got[GPU, 0, field]
+
+
+def test_profiling_fp_pipes_and_traffic_on_ampere_come_from_the_integrals(dcgm, clock):
+    """A100: ratios of the FP levels, bytes/s of the traffic levels times the link speeds."""
+    fleet = Fleet.from_spec("a100-80gb,a100-80gb:3g.40gb", clock=clock, seed=5)
+    fields = list(range(1006, 1013))
+    with serving(dcgm, SimHostEngine(fleet)) as engine:
+        engine.metric_groups[0] = [(0, 0, (1006, 1007, 1008)), (2, 0, (1009, 1010, 1011, 1012))]
+        handle = dcgm.pydcgm.DcgmHandle().handle
+        entities = [(GPU, 0), (GPU, 1), (GI, 7)]  # GPU 1's GI: DCGM id 1 * 7 + 0
+        watch(dcgm, handle, [(GPU, 0)], fields)
+        watch(dcgm, handle, [(GPU, 1), (GI, 7)], [1009, 1011])
+        first = latest(dcgm, handle, [(GPU, 0)], fields)
+        before = [gpu.totals for gpu in fleet.gpus]
+        clock.advance(6)
+        got = latest(dcgm, handle, entities, fields)
+        after = [gpu.totals for gpu in fleet.gpus]
+    assert first[GPU, 0, 1006] == (0, dcgm.value.DCGM_FP64_BLANK)
+    assert first[GPU, 0, 1009] == (0, dcgm.value.DCGM_INT64_BLANK)
+    model = fleet.gpus[0].model
+    links = {
+        1009: (PCIE_TX, model.pcie_bytes_per_s),
+        1010: (PCIE_RX, model.pcie_bytes_per_s),
+        1011: (NVLINK_TX, model.nvlink_bytes_per_s),
+        1012: (NVLINK_RX, model.nvlink_bytes_per_s),
+    }
+    for gpu, watched in ((0, (1009, 1010, 1011, 1012)), (1, (1009, 1011))):
+        for field in watched:
+            where, bandwidth = links[field]
+            average = (after[gpu][where] - before[gpu][where]) / 6
+            assert got[GPU, gpu, field] == (0, int(average * bandwidth))
+    for field, where in ((1006, FP64), (1007, FP32), (1008, FP16)):
+        expected = (after[0][where] - before[0][where]) / 6
+        assert got[GPU, 0, field] == (0, pytest.approx(expected))
+    assert got[GPU, 0, 1009][1] > 0
+    assert got[GPU, 1, 1011] == (0, 0)  # MIG mode: no NVLink traffic
+    assert got[GI, 7, 1009] == got[GPU, 1, 1009]

@@ -8,7 +8,8 @@ import time
 import pynvml
 import pytest
 
-from migexporter.sim import SimError
+from manual_clock import ManualClock
+from migexporter.sim import FakeNvml, Fleet, SimError
 
 
 def test_a_gpu_that_fell_off_the_bus_is_lost_but_still_listed(nv, fleet):
@@ -145,8 +146,55 @@ def test_a_faulty_gpu_cannot_be_reconfigured(fleet):
 
 
 def test_unknown_faults_are_refused(fleet):
-    """Only fall_off_bus, hang and recover exist."""
+    """Only the kinds of FAULTS exist."""
     with pytest.raises(SimError, match="unknown fault 'melt'"):
         fleet.fault(0, "melt")
     with pytest.raises(SimError, match="no GPU 3"):
         fleet.fault(3, "hang")
+
+
+def test_an_overheated_gpu_slows_down_until_it_recovers():
+    """Above the slowdown temperature, SW thermal slowdown, a lower SM clock; recover ends it."""
+    clock = ManualClock()
+    fleet = Fleet.from_spec("h100-80gb", clock=clock)
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    slowdown = fleet.gpus[0].model.slowdown_temp_c
+    thermal = pynvml.nvmlClocksEventReasonSwThermalSlowdown
+
+    def trace() -> list[tuple[int, int, int, int, bool]]:
+        """(die C, memory C, SM MHz, reasons, busy) every 2.5 s for 500 s."""
+        rows = []
+        for _ in range(200):
+            clock.advance(2.5)
+            memory = nv.nvmlDeviceGetFieldValues(device, [pynvml.NVML_FI_DEV_MEMORY_TEMP])[0]
+            rows.append(
+                (
+                    nv.nvmlDeviceGetTemperature(device, pynvml.NVML_TEMPERATURE_GPU),
+                    memory.value.uiVal,
+                    nv.nvmlDeviceGetClockInfo(device, pynvml.NVML_CLOCK_SM),
+                    nv.nvmlDeviceGetCurrentClocksEventReasons(device),
+                    nv.nvmlDeviceGetUtilizationRates(device).gpu > 0,
+                )
+            )
+        return rows
+
+    normal = trace()
+    assert result_state(fleet.fault(0, "overheat")) == ("ok", True)
+    hot = trace()
+    assert result_state(fleet.fault(0, "recover")) == ("ok", False)
+    cooled = trace()
+    for rows, overheated in ((normal, False), (hot, True), (cooled, False)):
+        assert all((die > slowdown) == overheated for die, *_ in rows)
+        assert all(bool(reasons & thermal) == overheated for *_, reasons, _ in rows)
+    busy_normal = {mhz for _, _, mhz, _, busy in normal if busy}
+    busy_hot = {mhz for _, _, mhz, _, busy in hot if busy}
+    assert busy_hot
+    assert max(busy_hot) < min(busy_normal)
+    assert min(memory for _, memory, *_ in hot) > max(memory for _, memory, *_ in normal)
+    assert fleet.describe()["gpus"][0]["overheated"] is False
+
+
+def result_state(result: dict) -> tuple[str, bool]:
+    return result["state"], result["overheated"]

@@ -275,3 +275,21 @@ async def test_ecc_and_recovery_steps_load_and_play(tmp_path):
     ]
     assert [gpu.ecc for gpu in fleet.gpus] == [{(0, 0): 1, (0, 1): 1}, {(1, 0): 2, (1, 1): 2}]
     assert [g["recovery_action"] for g in fleet.describe()["gpus"]] == ["node_reboot", "drain_p2p"]
+
+
+async def test_a_scenario_can_overheat_a_gpu_and_let_it_cool(tmp_path):
+    """The overheat fault is a valid scenario step; recover ends it."""
+    path = tmp_path / "heat.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        fleet: "h100-80gb,h100-80gb"
+        steps:
+          - {at: 0.01, fault: {gpu: 1, kind: overheat}}
+          - {at: 0.02, fault: {gpu: 0, kind: overheat}}
+          - {at: 0.03, fault: {gpu: 0, kind: recover}}
+        """)
+    )
+    scenario = load_scenario(path)
+    fleet = scenario.build_fleet()
+    await asyncio.wait_for(run_scenario(scenario, fleet), timeout=5)
+    assert [g["overheated"] for g in fleet.describe()["gpus"]] == [False, True]

@@ -9,6 +9,20 @@ import pytest
 
 from manual_clock import ManualClock
 from migexporter.sim import FakeNvml, Fleet
+from migexporter.sim._workload import (
+    DECODE,
+    FP16,
+    FP32,
+    FP64,
+    GR,
+    NVLINK_RX,
+    NVLINK_TX,
+    PCIE_RX,
+    PCIE_TX,
+    SM,
+    WIDTH,
+    Workload,
+)
 
 IDS = (
     pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL,
@@ -18,6 +32,7 @@ IDS = (
     pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL,
 )
 EPSILON = 1e-9
+WIDTH_BEFORE = 6  # GR, SM, OCCUPANCY, TENSOR, DRAM, MEMORY: the levels of the first version
 
 
 def open_nvml(spec: str = "default", seed: int = 0) -> tuple[FakeNvml, ManualClock]:
@@ -217,7 +232,7 @@ def test_gpm_requests_are_checked_like_nvml():
     nv.nvmlGpmSampleGet(device, first)
     clock.now += 1
     nv.nvmlGpmSampleGet(device, second)
-    results = metrics(nv, first, second, (pynvml.NVML_GPM_METRIC_FP16_UTIL, 999, 2))
+    results = metrics(nv, first, second, (pynvml.NVML_GPM_METRIC_INTEGER_UTIL, 999, 2))
     assert [code for code, _ in results] == [
         pynvml.NVML_ERROR_NOT_SUPPORTED,
         pynvml.NVML_ERROR_INVALID_ARGUMENT,
@@ -251,3 +266,60 @@ def test_the_same_seed_replays_the_same_fleet():
 
     assert trace(3) == trace(3)
     assert trace(3)[0] != trace(4)[0]
+
+
+def test_the_io_levels_are_bounded_and_follow_the_busy_phases():
+    """FP pipes <= SM; decode only while busy; PCIe modest; NVLink sometimes high."""
+    workload = Workload("io-test", 0.0)
+    seen = []
+    for second in range(1, 20_000, 3):
+        workload.advance(float(second))
+        seen.append(workload.levels)
+    assert len(seen[0]) == WIDTH
+    for levels in seen:
+        assert all(0.0 <= level <= 1.0 for level in levels)
+        assert max(levels[FP64], levels[FP32], levels[FP16]) <= levels[SM]
+        if levels[GR] == 0:
+            assert levels[DECODE] == levels[NVLINK_TX] == levels[NVLINK_RX] == 0.0
+            assert 0 < levels[PCIE_TX] < 1e-3  # a trickle, as on an idle H200
+        assert levels[PCIE_TX] <= 0.3
+        assert levels[PCIE_RX] <= 0.3
+    busy = [levels for levels in seen if levels[GR] > 0]
+    assert any(levels[DECODE] > 0 for levels in busy)
+    assert any(levels[DECODE] == 0 for levels in busy)
+    assert any(levels[FP64] > 0 for levels in busy)
+    assert max(levels[NVLINK_TX] for levels in busy) > 0.5
+    assert max(levels[PCIE_RX] for levels in busy) > 0.1
+
+
+def test_the_io_levels_do_not_change_the_first_six():
+    """The added levels come from a stream of their own: the others stay as they were."""
+    plain, other = Workload("same", 0.0), Workload("same", 0.0)
+    other._io_rng = random.Random("something else")  # noqa: S311 (reproducible test data)
+    for second in range(1, 5000, 7):
+        plain.advance(float(second))
+        other.advance(float(second))
+        assert plain.levels[:WIDTH_BEFORE] == other.levels[:WIDTH_BEFORE]
+    assert plain.totals[:WIDTH_BEFORE] == other.totals[:WIDTH_BEFORE]
+    assert plain.totals[WIDTH_BEFORE:] != other.totals[WIDTH_BEFORE:]
+
+
+def test_energy_is_the_exact_integral_of_power_also_when_capped():
+    """Where power is the same at both ends of a step, energy grows by power x step."""
+    nv, clock = open_nvml("h100-80gb")
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    capped, compared = 0, 0
+    energy = nv.nvmlDeviceGetTotalEnergyConsumption(device)
+    power = nv.nvmlDeviceGetPowerUsage(device)
+    for _ in range(2000):
+        clock.now += 0.5
+        new_energy = nv.nvmlDeviceGetTotalEnergyConsumption(device)
+        new_power = nv.nvmlDeviceGetPowerUsage(device)
+        if new_power == power:
+            assert new_energy - energy == pytest.approx(power * 0.5, abs=2)
+            compared += 1
+            reasons = nv.nvmlDeviceGetCurrentClocksEventReasons(device)
+            capped += bool(reasons & pynvml.nvmlClocksEventReasonSwPowerCap)
+        energy, power = new_energy, new_power
+    assert compared > 1500
+    assert capped > 50

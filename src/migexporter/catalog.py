@@ -72,6 +72,8 @@ class Metric:
         unit: base unit, for the docs (``ratio``, ``bytes``, ``celsius``, ...).
         extra_labels: labels beyond the scope's identifying ones.
         dcgm_field: the DCGM field id this mirrors, where there is one.
+        dcgm_fields: where each value of the first extra label mirrors a field of its own
+            (``tx`` 1009, ``rx`` 1010), those pairs; ``dcgm_field`` is then the first.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Metric:
     unit: str = ""
     extra_labels: tuple[str, ...] = ()
     dcgm_field: int | None = None
+    dcgm_fields: tuple[tuple[str, int], ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -153,6 +156,23 @@ GPU_MEMORY_TOTAL = Metric(
     "bytes",
     dcgm_field=250,
 )
+GPU_MEMORY_FREE = Metric(
+    "nvidia_gpu_memory_free_bytes",
+    G,
+    Scope.GPU,
+    "Frame buffer neither in use nor reserved by the driver, whole GPU (in MIG mode needs "
+    "privileges).",
+    "bytes",
+    dcgm_field=251,
+)
+GPU_MEMORY_RESERVED = Metric(
+    "nvidia_gpu_memory_reserved_bytes",
+    G,
+    Scope.GPU,
+    "Frame buffer the driver reserves for itself, whole GPU (in MIG mode needs privileges).",
+    "bytes",
+    dcgm_field=253,
+)
 GPU_ECC_ERRORS = Metric(
     "nvidia_gpu_ecc_errors_total",
     C,
@@ -160,6 +180,7 @@ GPU_ECC_ERRORS = Metric(
     "ECC errors over the board's lifetime (aggregate counter), by error_type.",
     extra_labels=("error_type",),
     dcgm_field=312,
+    dcgm_fields=(("corrected", 312), ("uncorrected", 313)),
 )
 GPU_REMAPPED_ROWS = Metric(
     "nvidia_gpu_remapped_rows",
@@ -168,6 +189,7 @@ GPU_REMAPPED_ROWS = Metric(
     "Memory rows remapped, by the kind of error that caused it.",
     extra_labels=("error_type",),
     dcgm_field=393,
+    dcgm_fields=(("uncorrected", 393), ("corrected", 394)),
 )
 GPU_ROW_REMAP_PENDING = Metric(
     "nvidia_gpu_row_remap_pending",
@@ -236,6 +258,135 @@ GPU_DRAM_ACTIVE = Metric(
     dcgm_field=1005,
 )
 
+GPU_FP64_ACTIVE = Metric(
+    "nvidia_gpu_fp64_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of cycles the FP64 pipes were active, whole GPU.",
+    "ratio",
+    dcgm_field=1006,
+)
+GPU_FP32_ACTIVE = Metric(
+    "nvidia_gpu_fp32_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of cycles the FP32 pipes were active, whole GPU.",
+    "ratio",
+    dcgm_field=1007,
+)
+GPU_FP16_ACTIVE = Metric(
+    "nvidia_gpu_fp16_active_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of cycles the FP16 pipes were active (tensor work excluded), whole GPU.",
+    "ratio",
+    dcgm_field=1008,
+)
+GPU_UTILIZATION = Metric(
+    "nvidia_gpu_utilization_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of the driver's last sample period (1/6 s to 1 s by product) in which a kernel "
+    "ran (NVML utilization.gpu, DCGM 203); coarser than the GR-engine ratio. Absent in MIG "
+    "mode, where NVML does not measure it.",
+    "ratio",
+    dcgm_field=203,
+)
+GPU_MEMORY_COPY_UTILIZATION = Metric(
+    "nvidia_gpu_memory_copy_utilization_ratio",
+    G,
+    Scope.GPU,
+    "Fraction of the driver's last sample period in which device memory was read or written "
+    "(NVML utilization.memory, DCGM 204). Absent in MIG mode.",
+    "ratio",
+    dcgm_field=204,
+)
+GPU_ENCODER_UTILIZATION = Metric(
+    "nvidia_gpu_encoder_utilization_ratio",
+    G,
+    Scope.GPU,
+    "Video encoder (NVENC) utilization over the driver's sampling period (100 ms on an "
+    "H200); 0 on GPUs without encoders. Absent in MIG mode.",
+    "ratio",
+    dcgm_field=206,
+)
+GPU_DECODER_UTILIZATION = Metric(
+    "nvidia_gpu_decoder_utilization_ratio",
+    G,
+    Scope.GPU,
+    "Video decoder (NVDEC) utilization over the driver's sampling period. Absent in MIG mode.",
+    "ratio",
+    dcgm_field=207,
+)
+GPU_MEMORY_TEMPERATURE = Metric(
+    "nvidia_gpu_memory_temperature_celsius",
+    G,
+    Scope.GPU,
+    "Memory (HBM) temperature.",
+    "celsius",
+    dcgm_field=140,
+)
+GPU_CLOCK_EVENT = Metric(
+    "nvidia_gpu_clock_event_active",
+    G,
+    Scope.GPU,
+    "1 while the driver holds the clocks down (or idle) for this reason, else 0; one series "
+    "per reason the GPU supports (DCGM 112's bits).",
+    extra_labels=("reason",),
+    dcgm_field=112,
+)
+GPU_THROTTLED = Metric(
+    "nvidia_gpu_throttled_seconds_total",
+    C,
+    Scope.GPU,
+    "Time the clocks were held below the requested ones by the power or the thermal limit, "
+    "by cause, since the driver loaded (NVML violation counters; DCGM 240 and 241, in ns).",
+    "seconds",
+    extra_labels=("cause",),
+    dcgm_field=240,
+    dcgm_fields=(("power", 240), ("thermal", 241)),
+)
+GPU_PCIE_REPLAYS = Metric(
+    "nvidia_gpu_pcie_replays_total",
+    C,
+    Scope.GPU,
+    "PCIe packets the link had to send again (replays), since the driver loaded.",
+    dcgm_field=202,
+)
+GPU_PCIE_THROUGHPUT = Metric(
+    "nvidia_gpu_pcie_bytes_per_second",
+    G,
+    Scope.GPU,
+    "PCIe traffic, headers included, by direction (tx leaves the GPU). NVML backend: the mean "
+    "over the sample interval from GPM on Hopper and later, else the driver's own 20 ms "
+    "window (nvmlDeviceGetPcieThroughput); DCGM backend: fields 1009 and 1010.",
+    "bytes_per_second",
+    extra_labels=("direction",),
+    dcgm_field=1009,
+    dcgm_fields=(("tx", 1009), ("rx", 1010)),
+)
+GPU_NVLINK_THROUGHPUT = Metric(
+    "nvidia_gpu_nvlink_bytes_per_second",
+    G,
+    Scope.GPU,
+    "NVLink traffic over all links, headers included, by direction, mean over the sample "
+    "interval (GPM on Hopper and later; DCGM fields 1011 and 1012). Absent in MIG mode.",
+    "bytes_per_second",
+    extra_labels=("direction",),
+    dcgm_field=1011,
+    dcgm_fields=(("tx", 1011), ("rx", 1012)),
+)
+GPU_NVLINK_BYTES = Metric(
+    "nvidia_gpu_nvlink_bytes_total",
+    C,
+    Scope.GPU,
+    "NVLink payload over all links since the driver loaded, by direction (NVML throughput "
+    "counters, the ones DCGM 449 turns into a rate). NVML backend only; absent in MIG mode.",
+    "bytes",
+    extra_labels=("direction",),
+    dcgm_field=449,
+)
+
 # --- GPU instance -------------------------------------------------------------------------------
 GPU_INSTANCE_INFO = Metric(
     "nvidia_gpu_instance_info",
@@ -285,6 +436,30 @@ GI_DRAM_ACTIVE = Metric(
     "ratio",
     dcgm_field=1005,
 )
+GI_FP64_ACTIVE = Metric(
+    "nvidia_gpu_instance_fp64_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of cycles the instance's FP64 pipes were active.",
+    "ratio",
+    dcgm_field=1006,
+)
+GI_FP32_ACTIVE = Metric(
+    "nvidia_gpu_instance_fp32_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of cycles the instance's FP32 pipes were active.",
+    "ratio",
+    dcgm_field=1007,
+)
+GI_FP16_ACTIVE = Metric(
+    "nvidia_gpu_instance_fp16_active_ratio",
+    G,
+    Scope.GPU_INSTANCE,
+    "Fraction of cycles the instance's FP16 pipes were active (tensor work excluded).",
+    "ratio",
+    dcgm_field=1008,
+)
 GI_MEMORY_USED = Metric(
     "nvidia_gpu_instance_memory_used_bytes",
     G,
@@ -300,6 +475,23 @@ GI_MEMORY_TOTAL = Metric(
     "Frame buffer size of the GPU instance.",
     "bytes",
     dcgm_field=250,
+)
+
+GI_MEMORY_FREE = Metric(
+    "nvidia_gpu_instance_memory_free_bytes",
+    G,
+    Scope.GPU_INSTANCE,
+    "Frame buffer of the GPU instance neither in use nor reserved by the driver.",
+    "bytes",
+    dcgm_field=251,
+)
+GI_MEMORY_RESERVED = Metric(
+    "nvidia_gpu_instance_memory_reserved_bytes",
+    G,
+    Scope.GPU_INSTANCE,
+    "Frame buffer of the GPU instance the driver reserves for itself.",
+    "bytes",
+    dcgm_field=253,
 )
 
 # --- compute instance ---------------------------------------------------------------------------
@@ -450,12 +642,36 @@ LAST_COLLECT = Metric(
 
 METRICS: tuple[Metric, ...] = tuple(v for v in globals().values() if isinstance(v, Metric))
 
+# DCGM's profiling fields (DCGM_FI_PROF_*) the exporter reads: activity ratios 1001-1008, then
+# PCIe and NVLink rates 1009-1012; migexporter_field_supported reports these per GPU.
+PROFILING_FIELDS: tuple[int, ...] = tuple(range(1001, 1013))
 # Profiling ratios in DCGM field order, per scope: backends fill these from GPM or DCGM.
 PROFILING: dict[Scope, dict[int, Metric]] = {
-    scope: {m.dcgm_field or 0: m for m in METRICS if m.scope is scope and m.unit == "ratio"}
+    scope: {
+        m.dcgm_field: m
+        for m in METRICS
+        if m.scope is scope and m.unit == "ratio" and m.dcgm_field in PROFILING_FIELDS
+    }
     for scope in (Scope.GPU, Scope.GPU_INSTANCE, Scope.COMPUTE_INSTANCE)
 }
-PROFILING_FIELDS: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
+# NVLink's rates: NVLink is not supported in MIG mode (DCGM 2.0.15 release notes), so both
+# backends leave them out there.
+NVLINK_FIELDS: tuple[int, ...] = (1011, 1012)
+# The activity fields every scope shows first (dashboards' "activity" views).
+ACTIVITY_FIELDS: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
+# Bits of NVML's clock-event mask (nvmlClocksEventReason*, DCGM_CLOCKS_EVENT_REASON_*) and the
+# reason label each gets; NVML's names in snake case.
+CLOCK_EVENT_REASONS: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
 
 
 def markdown_table() -> str:
@@ -467,6 +683,8 @@ def markdown_table() -> str:
     for m in METRICS:
         labels = ", ".join(f"`{label}`" for label in m.labels)
         field = str(m.dcgm_field) if m.dcgm_field else ""
+        if m.dcgm_fields:
+            field = ", ".join(f"{number} ({value})" for value, number in m.dcgm_fields)
         rows.append(f"| `{m.name}` | {m.kind.value} | {m.unit} | {labels} | {field} | {m.help} |")
     return "\n".join(rows) + "\n"
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from harness import Query, Service, free_port, start_exporter, wait_for
 
+from migexporter import catalog
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -116,10 +118,14 @@ def test_profiling_limit_leaves_out_what_cannot_be_watched(exporter: Service, qu
             until=lambda seen: seen.get((uuids[0], "1003")) == 0.0,
             what='migexporter_field_supported{field="1003"} == 0 on GPU 0',
         )
+        # NVLink (1011, 1012) is not reported in MIG mode: GPUs 0 and 1 have MIG enabled.
+        mig = {gpu["uuid"] for gpu in fleet["gpus"] if gpu["mig_enabled"]}
         assert supported == {
-            (uuid, str(field)): 0.0 if (uuid, field) == (uuids[0], 1003) else 1.0
+            (uuid, str(field)): 0.0
+            if (uuid, field) == (uuids[0], 1003) or (uuid in mig and field in (1011, 1012))
+            else 1.0
             for uuid in uuids
-            for field in range(1001, 1006)
+            for field in catalog.PROFILING_FIELDS
         }
         # Profiling ratios need two samples after a new watch, on every GPU: wait for them.
         for back in (

@@ -89,10 +89,21 @@ def test_prometheus_scrapes_the_exporter(
     assert len(up) == 1
     backend_up = wait_for(lambda: query("migexporter_backend_up"), what="migexporter_backend_up")
     assert [(s.labels["backend"], s.value) for s in backend_up] == [(backend, 1.0)]
-    # The simulated H100s watch all five profiling fields, whichever backend reads them.
-    supported = query("migexporter_field_supported")
-    assert len(supported) == 3 * 5
-    assert {s.value for s in supported} == {1.0}
+    # The simulated H100s watch every profiling field, whichever backend reads them, but for
+    # NVLink's (1011, 1012) on the GPUs in MIG mode, where NVLink is not reported.
+    mig = {s.labels["gpu_uuid"] for s in query('nvidia_gpu_info{mig_mode="enabled"}')}
+    supported = {
+        (s.labels["gpu_uuid"], s.labels["field"]): s.value
+        for s in query("migexporter_field_supported")
+    }
+    uuids = {s.labels["gpu_uuid"] for s in query("nvidia_gpu_info")}
+    assert len(uuids) == 3
+    assert len(mig) == 2
+    assert supported == {
+        (uuid, str(field)): float(not (uuid in mig and field in (1011, 1012)))
+        for uuid in uuids
+        for field in range(1001, 1013)
+    }
 
 
 def test_every_gpu_instance_has_ratios_and_memory(exporter: Service, query: Query) -> None:

@@ -45,8 +45,10 @@ BACKOFF_S = (1.0, 30.0)  # reconnect delay: first, then doubling up to the secon
 CONNECT_TIMEOUT_MS = 2000
 # Numeric ids, stable from DCGM 3.3.9 to 4.6.0 (4.6 renamed the constants).
 NAME, UUID, MIG_MAX_SLICES, XID = 50, 54, 69, 230
-FB_TOTAL, FB_FREE, FB_USED = 250, 251, 252
-FB_FIELDS = (FB_TOTAL, FB_FREE, FB_USED)
+FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED = 250, 251, 252, 253
+FB_FIELDS = (FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED)
+CLOCK_EVENTS = 112  # a bitmask: one reading per reason
+PERCENT = 1 / 100  # DCGM's utilizations (203-207) are whole percents, not ratios
 # Device fields, read on GPU entities only so nothing repeats per instance:
 # field id -> (metric, extra label values, factor to base units).
 GPU_FIELDS: dict[int, tuple[Metric, tuple[str, ...], float]] = {
@@ -62,12 +64,33 @@ GPU_FIELDS: dict[int, tuple[Metric, tuple[str, ...], float]] = {
     393: (catalog.GPU_REMAPPED_ROWS, ("uncorrected",), 1.0),
     396: (catalog.GPU_ROW_REMAP_PENDING, (), 1.0),
     395: (catalog.GPU_ROW_REMAP_FAILED, (), 1.0),
+    140: (catalog.GPU_MEMORY_TEMPERATURE, (), 1.0),
+    202: (catalog.GPU_PCIE_REPLAYS, (), 1.0),
+    203: (catalog.GPU_UTILIZATION, (), PERCENT),
+    204: (catalog.GPU_MEMORY_COPY_UTILIZATION, (), PERCENT),
+    206: (catalog.GPU_ENCODER_UTILIZATION, (), PERCENT),
+    207: (catalog.GPU_DECODER_UTILIZATION, (), PERCENT),
+    240: (catalog.GPU_THROTTLED, ("power",), 1e-9),  # ns
+    241: (catalog.GPU_THROTTLED, ("thermal",), 1e-9),
+    # Profiling rates, bytes/s already. DCGM 200/201 answer "not supported" since 4.x.
+    1009: (catalog.GPU_PCIE_THROUGHPUT, ("tx",), 1.0),
+    1010: (catalog.GPU_PCIE_THROUGHPUT, ("rx",), 1.0),
+    1011: (catalog.GPU_NVLINK_THROUGHPUT, ("tx",), 1.0),
+    1012: (catalog.GPU_NVLINK_THROUGHPUT, ("rx",), 1.0),
 }
+_DEVICE_FIELDS = tuple(f for f in GPU_FIELDS if f not in catalog.PROFILING_FIELDS)
 _MEMORY = {
-    catalog.Scope.GPU: {FB_TOTAL: catalog.GPU_MEMORY_TOTAL, FB_USED: catalog.GPU_MEMORY_USED},
+    catalog.Scope.GPU: {
+        FB_TOTAL: catalog.GPU_MEMORY_TOTAL,
+        FB_FREE: catalog.GPU_MEMORY_FREE,
+        FB_USED: catalog.GPU_MEMORY_USED,
+        FB_RESERVED: catalog.GPU_MEMORY_RESERVED,
+    },
     catalog.Scope.GPU_INSTANCE: {
         FB_TOTAL: catalog.GI_MEMORY_TOTAL,
+        FB_FREE: catalog.GI_MEMORY_FREE,
         FB_USED: catalog.GI_MEMORY_USED,
+        FB_RESERVED: catalog.GI_MEMORY_RESERVED,
     },
 }
 # DCGM status codes the backend acts on (dcgm_structs DCGM_ST_*).
@@ -459,11 +482,11 @@ class DcgmBackend:
 
     def _gpu_fields(self, profiling: Sequence[int]) -> tuple[int, ...]:
         extra = (MIG_MAX_SLICES,) if self._nvml is None else ()
-        return (*GPU_FIELDS, *FB_FIELDS, XID, *profiling, *extra)
+        return (*_DEVICE_FIELDS, CLOCK_EVENTS, *FB_FIELDS, XID, *profiling, *extra)
 
     def _instance_fields(self, uuid: str) -> tuple[int, ...]:
         extra = (NAME, UUID) if self._nvml is None else ()  # names, when NVML cannot tell
-        return (*FB_FIELDS, XID, *self._profiling.get(uuid, ()), *extra)
+        return (*FB_FIELDS, XID, *_instance_profiling(self._profiling.get(uuid, ())), *extra)
 
     def _add_group(
         self,
@@ -560,22 +583,30 @@ class DcgmBackend:
             return ()
         chosen: dict[int, int] = {}  # majorId -> minorId: groups of one major multiplex
         watchable: list[int] = []
+        offered: set[int] = set()
         for field_id in PROFILING_ORDER:
             for group in groups.metricGroups[: groups.numMetricGroups]:
                 if field_id not in list(group.fieldIds[: group.numFieldIds]):
                     continue
+                offered.add(field_id)
                 major, minor = int(group.majorId), int(group.minorId)
                 if chosen.setdefault(major, minor) == minor:
                     watchable.append(field_id)
                     break
-        missing = [f for f in PROFILING_ORDER if f not in watchable]
-        if missing:
+        clashing = [f for f in PROFILING_ORDER if f in offered and f not in watchable]
+        if clashing:
             self._say_once(
                 f"prof:{uuid}",
                 "DCGM: GPU %s cannot watch profiling fields %s together with the others: "
                 "their series are absent",
                 uuid,
-                ", ".join(map(str, missing)),
+                ", ".join(map(str, clashing)),
+            )
+        if len(offered) < len(PROFILING_ORDER):
+            log.info(
+                "DCGM: GPU %s does not offer profiling fields %s",
+                uuid,
+                ", ".join(str(f) for f in PROFILING_ORDER if f not in offered),
             )
         return tuple(watchable)
 
@@ -588,6 +619,8 @@ class DcgmBackend:
             gpu_id = self._gpu_ids_by_uuid.get(gpu.uuid)
             hierarchy = self._hierarchy
             profiling = self._profiling.get(gpu.uuid, ())
+        if gpu.mig_enabled:  # as the NVML backend: no NVLink in MIG mode
+            profiling = tuple(f for f in profiling if f not in catalog.NVLINK_FIELDS)
         if gpu_id is None:
             raise GpuUnavailableError(f"GPU {gpu.uuid} is not listed by DCGM")
         result = GpuSample(
@@ -614,7 +647,9 @@ class DcgmBackend:
             device = self._latest(
                 raw, [(f.DCGM_FE_GPU, gpu_id)], self._gpu_fields(profiling), result
             )
-            values = self._latest(raw, list(instances), (*FB_FIELDS, *profiling), result)
+            values = self._latest(
+                raw, list(instances), (*FB_FIELDS, *_instance_profiling(profiling)), result
+            )
         except self._b.structs.DCGMError as error:
             raise GpuUnavailableError(f"GPU {gpu.index}: DCGM: {error}") from error
         _fill(result.gpu, catalog.Scope.GPU, device.get((f.DCGM_FE_GPU, gpu_id), {}))
@@ -751,12 +786,20 @@ class DcgmBackend:
 PROFILING_ORDER: tuple[int, ...] = catalog.PROFILING_FIELDS
 
 
+def _instance_profiling(profiling: Sequence[int]) -> tuple[int, ...]:
+    """The profiling fields worth watching on instances: PCIe and NVLink are the GPU's."""
+    return tuple(f for f in profiling if f in catalog.PROFILING[catalog.Scope.GPU_INSTANCE])
+
+
 def _fill(readings: Readings, scope: catalog.Scope, values: dict[int, float | str]) -> None:
     """Turn one entity's decoded values into catalog readings in base units."""
     for field_id, value in values.items():
         if not isinstance(value, float):
             continue
-        if scope is catalog.Scope.GPU and field_id in GPU_FIELDS:
+        if scope is catalog.Scope.GPU and field_id == CLOCK_EVENTS:
+            for bit, reason in catalog.CLOCK_EVENT_REASONS.items():
+                readings.set(catalog.GPU_CLOCK_EVENT, bool(int(value) & bit), reason)
+        elif scope is catalog.Scope.GPU and field_id in GPU_FIELDS:
             metric, extra, factor = GPU_FIELDS[field_id]
             readings.set(metric, value * factor, *extra)
         elif field_id in _MEMORY.get(scope, {}):

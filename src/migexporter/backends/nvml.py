@@ -35,7 +35,20 @@ UNATTRIBUTED = 0xFFFFFFFF  # NVML_GPU_INSTANCE_ID_ANY / NVML_COMPUTE_INSTANCE_ID
 MIB = 1 << 20
 
 # DCGM profiling field -> NVML GPM metric id (DCGM's own mapping, facts nvml-mig.md §4.3).
-GPM_METRICS: dict[int, int] = {1001: 1, 1002: 2, 1003: 3, 1004: 5, 1005: 10}
+GPM_METRICS: dict[int, int] = {
+    # activity and pipe ratios, in percent
+    1001: 1, 1002: 2, 1003: 3, 1004: 5, 1005: 10, 1006: 11, 1007: 12, 1008: 13,
+    # PCIe TX, RX and NVLink TX, RX, in MiB/s
+    1009: 20, 1010: 21, 1011: 61, 1012: 60,
+}  # fmt: skip
+# The rates among them: GPU quantities, in MiB/s, as (metric, direction).
+GPM_RATES: dict[int, tuple[Metric, str]] = {
+    1009: (catalog.GPU_PCIE_THROUGHPUT, "tx"),
+    1010: (catalog.GPU_PCIE_THROUGHPUT, "rx"),
+    1011: (catalog.GPU_NVLINK_THROUGHPUT, "tx"),
+    1012: (catalog.GPU_NVLINK_THROUGHPUT, "rx"),
+}
+ALL_LINKS = 0xFFFFFFFF  # a field value's scope id for the sum over every NVLink (nvml.h)
 
 # Errors after which nothing more can be read from the GPU this cycle.
 _GPU_GONE = (
@@ -75,6 +88,56 @@ _GPM_SCOPES = {
     "compute_instance": catalog.Scope.COMPUTE_INSTANCE,
 }
 _MAX_EVENTS_PER_WAIT = 4096  # drain bursts in one hand-off, but hand off before memory grows
+_UNIT_RATIO = 1 / 100  # NVML utilizations are whole percents
+_PCIE_COUNTERS = (("tx", "NVML_PCIE_UTIL_TX_BYTES"), ("rx", "NVML_PCIE_UTIL_RX_BYTES"))
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One NVML field value the backend reads, and what it becomes."""
+
+    name: str  # pynvml's constant
+    scope: int  # scopeId: 0, or ALL_LINKS for NVLink sums
+    metric: Metric
+    extra: tuple[str, ...]
+    member: str  # the c_nvmlValue_t member to read
+    factor: float  # to base units
+
+
+# Read in one nvmlDeviceGetFieldValues call per GPU: on an H200 the violation counters cost
+# about 0.7 ms each through nvmlDeviceGetViolationStatus, so one batch shares the driver calls.
+_FIELDS = (
+    # DCGM reads uiVal whatever valueType says: an r545 driver typed it as a double.
+    _Field("NVML_FI_DEV_MEMORY_TEMP", 0, catalog.GPU_MEMORY_TEMPERATURE, (), "uiVal", 1.0),
+    _Field("NVML_FI_DEV_PCIE_REPLAY_COUNTER", 0, catalog.GPU_PCIE_REPLAYS, (), "uiVal", 1.0),
+    _Field("NVML_FI_DEV_PERF_POLICY_POWER", 0, catalog.GPU_THROTTLED, ("power",), "ullVal", 1e-9),
+    _Field(
+        "NVML_FI_DEV_PERF_POLICY_THERMAL", 0, catalog.GPU_THROTTLED, ("thermal",), "ullVal", 1e-9
+    ),
+    _Field(
+        "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX",
+        ALL_LINKS,
+        catalog.GPU_NVLINK_BYTES,
+        ("tx",),
+        "ullVal",
+        1024.0,  # KiB
+    ),
+    _Field(
+        "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX",
+        ALL_LINKS,
+        catalog.GPU_NVLINK_BYTES,
+        ("rx",),
+        "ullVal",
+        1024.0,
+    ),
+)
+_MAX_TEMPERATURE_C = 200  # DCGM stores a blank above this: not a reading
+# The profiling fields GPM is asked for per scope, in request order: rates are the GPU's.
+_GPM_FIELDS: dict[catalog.Scope, tuple[int, ...]] = {
+    catalog.Scope.GPU: tuple(GPM_METRICS),
+    catalog.Scope.GPU_INSTANCE: tuple(catalog.PROFILING[catalog.Scope.GPU_INSTANCE]),
+    catalog.Scope.COMPUTE_INSTANCE: tuple(catalog.PROFILING[catalog.Scope.COMPUTE_INSTANCE]),
+}
 
 # One physical-GPU reading: metric, extra label values, how to read it (value in base units).
 _DeviceRead = tuple["Metric", tuple[str, ...], "Callable[[Any, Any], float]"]
@@ -92,6 +155,16 @@ _DEVICE_READS: tuple[_DeviceRead, ...] = (
         catalog.GPU_MEMORY_CLOCK,
         (),
         lambda n, h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM) * 1e6,
+    ),
+    (
+        catalog.GPU_ENCODER_UTILIZATION,
+        (),
+        lambda n, h: n.nvmlDeviceGetEncoderUtilization(h)[0] * _UNIT_RATIO,
+    ),
+    (
+        catalog.GPU_DECODER_UTILIZATION,
+        (),
+        lambda n, h: n.nvmlDeviceGetDecoderUtilization(h)[0] * _UNIT_RATIO,
     ),
     (
         catalog.GPU_ECC_ERRORS,
@@ -124,9 +197,12 @@ class _GpuState:
     # Samples done with, to be filled again: allocating and freeing one per entity and cycle
     # would be driver calls spent on nothing. Holds one sample in steady state.
     gpm_spare: list[Any] = field(default_factory=list)
-    # One metrics request, its metric ids set once: pynvml's structs make every field access a
-    # Python call, which was most of the backend's own cost per instance.
-    gpm_request: Any = None
+    # One metrics request per scope, its metric ids set once: pynvml's structs make every field
+    # access a Python call, which was most of the backend's own cost per instance.
+    gpm_requests: dict[catalog.Scope, Any] = field(default_factory=dict)
+    # Field values still asked for: one that answered "not supported" is not asked again.
+    fields: tuple[_Field, ...] = _FIELDS
+    clock_reasons: int | None = None  # the clock-event reasons the GPU supports, once read
 
 
 @dataclass
@@ -238,6 +314,7 @@ class NvmlBackend:
                 absent=previous.absent if previous and same else set(),
                 gpm_previous=previous.gpm_previous if previous else {},
                 gpm_spare=previous.gpm_spare if previous else [],
+                fields=previous.fields if previous and same else _FIELDS,
             )
             instances = self._discover_instances(state) if mig_enabled else ()
         except n.NVMLError as error:
@@ -358,28 +435,57 @@ class NvmlBackend:
         if state is None:
             raise GpuUnavailableError(f"GPU {gpu.index} was not discovered")
         run = _Pass(gpu.uuid, state, GpuSample())
-        n, handle = self._nvml, state.handle
-        for metric, extra, read in _DEVICE_READS:
-            value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
-            if value is not None:
-                run.result.gpu.set(metric, value, *extra)
-        memory = self._read(run, "memory", partial(_memory_info, n, handle))
-        if memory is not None:
-            run.result.gpu.set(catalog.GPU_MEMORY_USED, memory.used)
-            run.result.gpu.set(catalog.GPU_MEMORY_TOTAL, memory.total)
-        rows = self._read(run, "remapped_rows", lambda: n.nvmlDeviceGetRemappedRows(handle))
-        if rows is not None:
-            corrected, uncorrected, pending, failed = rows
-            run.result.gpu.set(catalog.GPU_REMAPPED_ROWS, corrected, "corrected")
-            run.result.gpu.set(catalog.GPU_REMAPPED_ROWS, uncorrected, "uncorrected")
-            run.result.gpu.set(catalog.GPU_ROW_REMAP_PENDING, bool(pending))
-            run.result.gpu.set(catalog.GPU_ROW_REMAP_FAILED, bool(failed))
-        run.result.fields_supported = dict.fromkeys(catalog.PROFILING_FIELDS, state.gpm_supported)
+        self._sample_device(run)
+        self._read_clock_events(run)
+        self._read_fields(run)
+        supported = dict.fromkeys(catalog.PROFILING_FIELDS, state.gpm_supported)
+        if state.mig_enabled:
+            supported.update(dict.fromkeys(catalog.NVLINK_FIELDS, False))
+        run.result.fields_supported = supported
         if state.gpm_supported:
-            self._read_gpm(run, ("gpu",), run.result.gpu, lambda s: n.nvmlGpmSampleGet(handle, s))
+            handle = state.handle
+            self._read_gpm(
+                run, ("gpu",), run.result.gpu, lambda s: self._nvml.nvmlGpmSampleGet(handle, s)
+            )
+        else:
+            self._read_pcie_throughput(run)
         for gi in gpu.gpu_instances:
             self._sample_gpu_instance(run, gi)
         return run.result
+
+    def _sample_device(self, run: _Pass) -> None:
+        """The physical GPU's own readings: one call (or one table row) each."""
+        n, handle, readings = self._nvml, run.state.handle, run.result.gpu
+        for metric, extra, read in _DEVICE_READS:
+            value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
+            if value is not None:
+                readings.set(metric, value, *extra)
+        memory = self._read(run, "memory", partial(_memory_info, n, handle))
+        if memory is not None:
+            _set_memory(readings, catalog.Scope.GPU, memory)
+        busy = self._read(run, "utilization", lambda: n.nvmlDeviceGetUtilizationRates(handle))
+        if busy is not None:
+            readings.set(catalog.GPU_UTILIZATION, busy.gpu * _UNIT_RATIO)
+            readings.set(catalog.GPU_MEMORY_COPY_UTILIZATION, busy.memory * _UNIT_RATIO)
+        rows = self._read(run, "remapped_rows", lambda: n.nvmlDeviceGetRemappedRows(handle))
+        if rows is not None:
+            corrected, uncorrected, pending, failed = rows
+            readings.set(catalog.GPU_REMAPPED_ROWS, corrected, "corrected")
+            readings.set(catalog.GPU_REMAPPED_ROWS, uncorrected, "uncorrected")
+            readings.set(catalog.GPU_ROW_REMAP_PENDING, bool(pending))
+            readings.set(catalog.GPU_ROW_REMAP_FAILED, bool(failed))
+
+    def _read_pcie_throughput(self, run: _Pass) -> None:
+        """Without GPM: the driver's own 20 ms window; each call waits for it (21 ms, H200)."""
+        n, handle = self._nvml, run.state.handle
+        for direction, counter in _PCIE_COUNTERS:
+            kilobytes = self._read(
+                run,
+                f"pcie_{direction}",
+                partial(n.nvmlDeviceGetPcieThroughput, handle, getattr(n, counter)),
+            )
+            if kilobytes is not None:
+                run.result.gpu.set(catalog.GPU_PCIE_THROUGHPUT, kilobytes * 1024, direction)
 
     def _sample_gpu_instance(self, run: _Pass, gi: GpuInstance) -> None:
         n, state = self._nvml, run.state
@@ -387,8 +493,7 @@ class NvmlBackend:
         first = state.mig_handles[(gi.id, gi.compute_instances[0].id)]
         memory = self._read(run, "instance_memory", partial(_memory_info, n, first))
         if memory is not None:
-            readings.set(catalog.GI_MEMORY_USED, memory.used)
-            readings.set(catalog.GI_MEMORY_TOTAL, memory.total)
+            _set_memory(readings, catalog.Scope.GPU_INSTANCE, memory)
         if not state.gpm_supported:
             return
         self._read_gpm(
@@ -429,38 +534,97 @@ class NvmlBackend:
         run.state.gpm_previous[entity] = sample
         if previous is None:
             return  # GPM reports over an interval: the first sample only seeds it
-        request = self._gpm_request(run.state)
+        request = self._gpm_request(run.state, scope)
         request.sample1, request.sample2 = previous, sample
         got = self._read(run, "gpm_metrics", lambda: n.nvmlGpmMetricsGet(request))
         spare.append(previous)
         if got is not None:
-            self._store_ratios(request, catalog.PROFILING[scope], readings)
+            self._store_gpm(request, scope, readings, skip_nvlink=run.state.mig_enabled)
 
-    def _gpm_request(self, state: _GpuState) -> Any:
-        """The GPU's metrics request, made on first use with the metric ids set."""
-        if state.gpm_request is None:
+    def _gpm_request(self, state: _GpuState, scope: catalog.Scope) -> Any:
+        """The GPU's metrics request for ``scope``, made on first use with the metric ids set."""
+        request = state.gpm_requests.get(scope)
+        if request is None:
             n = self._nvml
-            request = state.gpm_request = n.c_nvmlGpmMetricsGet_t()
+            request = state.gpm_requests[scope] = n.c_nvmlGpmMetricsGet_t()
             request.version = n.NVML_GPM_METRICS_GET_VERSION
-            request.numMetrics = len(GPM_METRICS)
+            fields = _GPM_FIELDS[scope]
+            request.numMetrics = len(fields)
             slots = request.metrics
-            for slot, metric_id in enumerate(GPM_METRICS.values()):
-                slots[slot].metricId = metric_id
-        return state.gpm_request
+            for slot, field_id in enumerate(fields):
+                slots[slot].metricId = GPM_METRICS[field_id]
+        return request
 
-    def _store_ratios(self, request: Any, wanted: dict[int, Metric], readings: Readings) -> None:
-        """The answered metrics of ``wanted`` (compute instances have no DRAM field) as ratios."""
-        slots = request.metrics
-        for slot, field_id in enumerate(GPM_METRICS):
-            if field_id not in wanted:
-                continue
+    def _store_gpm(
+        self, request: Any, scope: catalog.Scope, readings: Readings, *, skip_nvlink: bool
+    ) -> None:
+        """The answered metrics: ratios from percent, rates from MiB/s to bytes/s."""
+        slots, ratios = request.metrics, catalog.PROFILING[scope]
+        for slot, field_id in enumerate(_GPM_FIELDS[scope]):
             metric = slots[slot]
-            if metric.nvmlReturn != self._nvml.NVML_SUCCESS:
+            value = metric.value
+            if metric.nvmlReturn != self._nvml.NVML_SUCCESS or math.isnan(value):
                 continue
-            percent = metric.value
-            if not math.isnan(percent):
-                # GPM speaks percent; clamp the driver's rounding past 100 %.
-                readings.set(wanted[field_id], min(max(percent, 0.0), 100.0) / 100)
+            if field_id in ratios:  # GPM speaks percent; clamp the driver's rounding past 100 %
+                readings.set(ratios[field_id], min(max(value, 0.0), 100.0) / 100)
+            elif not (skip_nvlink and field_id in catalog.NVLINK_FIELDS):
+                rate, direction = GPM_RATES[field_id]
+                readings.set(rate, max(value, 0.0) * MIB, direction)
+
+    def _read_clock_events(self, run: _Pass) -> None:
+        """One 0/1 reading per clock-event reason the GPU supports."""
+        n, state = self._nvml, run.state
+        if state.clock_reasons is None:
+            supported = self._read(
+                run,
+                "clock_events",
+                lambda: n.nvmlDeviceGetSupportedClocksEventReasons(state.handle),
+            )
+            if supported is None:
+                return
+            state.clock_reasons = int(supported)
+        active = self._read(
+            run, "clock_events", lambda: n.nvmlDeviceGetCurrentClocksEventReasons(state.handle)
+        )
+        if active is None:
+            return
+        for bit, reason in catalog.CLOCK_EVENT_REASONS.items():
+            if state.clock_reasons & bit:
+                run.result.gpu.set(catalog.GPU_CLOCK_EVENT, bool(active & bit), reason)
+
+    def _read_fields(self, run: _Pass) -> None:
+        """The batched field values; each entry answers on its own."""
+        n, state = self._nvml, run.state
+        wanted = [f for f in state.fields if hasattr(n, f.name)]  # older bindings lack some
+        if state.mig_enabled:  # NVLink is not supported in MIG mode
+            wanted = [f for f in wanted if f.metric is not catalog.GPU_NVLINK_BYTES]
+        if not wanted:
+            return
+        ids = [(getattr(n, f.name), f.scope) for f in wanted]
+        values = self._read(
+            run, "field_values", lambda: n.nvmlDeviceGetFieldValues(state.handle, ids)
+        )
+        if values is None:
+            return
+        absent = set()
+        for spec, value in zip(wanted, values, strict=True):
+            status = value.nvmlReturn
+            if status == n.NVML_SUCCESS:
+                number = getattr(value.value, spec.member)
+                if spec.metric is catalog.GPU_MEMORY_TEMPERATURE and number > _MAX_TEMPERATURE_C:
+                    continue
+                run.result.gpu.set(spec.metric, number * spec.factor, *spec.extra)
+            elif status in (
+                n.NVML_ERROR_NOT_SUPPORTED,
+                n.NVML_ERROR_NO_PERMISSION,
+                n.NVML_ERROR_INVALID_ARGUMENT,  # a field this driver does not know
+            ):
+                absent.add(spec.name)
+                log.debug("GPU %s: field %s unavailable (%d)", run.uuid, spec.name, status)
+            else:
+                run.result.errors += 1
+        if absent:
+            state.fields = tuple(f for f in state.fields if f.name not in absent)
 
     def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
         """Free GPM samples of instances that no longer exist, so none diff across generations."""
@@ -571,6 +735,30 @@ class NvmlBackend:
             for name in _RECOVERY_ACTIONS
         }
         return names.get(code, str(code))
+
+
+_MEMORY_METRICS = {
+    catalog.Scope.GPU: (
+        catalog.GPU_MEMORY_USED,
+        catalog.GPU_MEMORY_TOTAL,
+        catalog.GPU_MEMORY_FREE,
+        catalog.GPU_MEMORY_RESERVED,
+    ),
+    catalog.Scope.GPU_INSTANCE: (
+        catalog.GI_MEMORY_USED,
+        catalog.GI_MEMORY_TOTAL,
+        catalog.GI_MEMORY_FREE,
+        catalog.GI_MEMORY_RESERVED,
+    ),
+}
+
+
+def _set_memory(readings: Readings, scope: catalog.Scope, memory: Any) -> None:
+    used, total, free, reserved = _MEMORY_METRICS[scope]
+    readings.set(used, memory.used)
+    readings.set(total, memory.total)
+    readings.set(free, memory.free)
+    readings.set(reserved, memory.reserved)
 
 
 def _memory_info(n: Any, handle: Any) -> Any:

@@ -32,6 +32,12 @@ MEMORY_FULL_RATIO = rules.MEMORY_FULL_RATIO
 # Below this GR-engine activity an allocated instance counts as idle (the idle alert and the
 # fleet dashboard's idle count); idle in every 30 m window for 3 h to alert.
 IDLE_RATIO, IDLE_WINDOW, IDLE_FOR = rules.IDLE_RATIO, "30m", "3h"
+# Throttling: the fraction of time the clocks were held down, over THROTTLE_WINDOW, above which
+# a GPU tickets after THROTTLE_FOR. Thermal slowdown is a cooling fault at any sustained level;
+# power capping is what a GPU under full load does (an H200 under bf16 matrix products sat at
+# its 700 W cap), so only a GPU held down most of an hour tickets.
+THROTTLE_WINDOW = "10m"
+THROTTLE = {"thermal": (0.1, "15m"), "power": (0.5, "1h")}
 # Evaluation intervals: XIDs and lost GPUs at scrape speed; capacity findings that wait minutes
 # or hours before firing, once a minute.
 FAST_INTERVAL, SLOW_INTERVAL = "15s", "1m"
@@ -234,6 +240,35 @@ def _health_alerts() -> list[Alert]:
     ]
 
 
+def _device_alerts() -> list[Alert]:
+    throttled = catalog.GPU_THROTTLED.name
+    thermal, thermal_for = THROTTLE["thermal"]
+    power, power_for = THROTTLE["power"]
+    return [
+        Alert(
+            "MigGpuThermalThrottling",
+            f'rate({throttled}{{cause="thermal"}}[{THROTTLE_WINDOW}]) > {thermal}',
+            "warning",
+            f"GPU held down by its thermal limit: {_WHERE}",
+            f"The driver slowed the GPU's clocks for heat more than {thermal:.0%} of the time "
+            f"for {thermal_for}: every tenant of the GPU runs slower. Check the node's "
+            "cooling (fans, airflow, inlet temperature) and the GPU's temperatures.",
+            thermal_for,
+        ),
+        Alert(
+            "MigGpuPowerThrottling",
+            f'rate({throttled}{{cause="power"}}[{THROTTLE_WINDOW}]) > {power}',
+            "warning",
+            f"GPU held at its power limit: {_WHERE}",
+            f"The driver held the GPU's clocks at its power limit more than {power:.0%} of the "
+            f"time for {power_for}. Under full load this is expected; otherwise check that the "
+            f"enforced limit ({catalog.GPU_POWER_LIMIT.name}) is the board's default and the "
+            "node's power supply.",
+            power_for,
+        ),
+    ]
+
+
 def _capacity_alerts() -> list[Alert]:
     used, total = catalog.GI_MEMORY_USED.name, catalog.GI_MEMORY_TOTAL.name
     gr, gi_info = catalog.GI_GR_ENGINE_ACTIVE.name, catalog.GPU_INSTANCE_INFO.name
@@ -284,6 +319,7 @@ def groups(
     alerting = [
         ("migexporter-xid", FAST_INTERVAL, _xid_alerts(xid_window, burst_window)),
         ("migexporter-health", FAST_INTERVAL, _health_alerts()),
+        ("migexporter-device", SLOW_INTERVAL, _device_alerts()),
         ("migexporter-capacity", SLOW_INTERVAL, _capacity_alerts()),
     ]
     found = [

@@ -40,7 +40,11 @@ FIELD_TITLES = {
     1003: "SM occupancy",
     1004: "Tensor pipes active",
     1005: "DRAM active",
+    1006: "FP64 pipes active",
+    1007: "FP32 pipes active",
+    1008: "FP16 pipes active",
 }
+PIPE_FIELDS = (1006, 1007, 1008)
 
 GI_LEGEND = "{{instance}} GPU {{gpu}} GI {{gpu_instance_id}} ({{profile}})"
 GPU_LEGEND = "{{instance}} GPU {{gpu}}"
@@ -56,15 +60,16 @@ UNITS = {
     "hertz": "hertz",
     "joules": "joule",
     "seconds": "s",
+    "bytes_per_second": "Bps",
     "": "short",
 }
 
 
 def _selector(**matchers: str) -> str:
-    """``{k=~"v", ...}`` from keyword matchers; a value starting with ``=`` is an exact match."""
+    """``{k=~"v", ...}`` from keyword matchers; ``=v`` is an exact match, ``!v`` excludes one."""
     parts = []
     for label, value in matchers.items():
-        op, text = ("=", value[1:]) if value.startswith("=") else ("=~", value)
+        op, text = {"=": ("=", value[1:]), "!": ("!=", value[1:])}.get(value[:1], ("=~", value))
         parts.append(f'{label}{op}"{text}"')
     return "{" + ", ".join(parts) + "}"
 
@@ -171,18 +176,36 @@ def _stat(title: str, description: str, expr: str, unit: str = "short") -> g.Sta
     )
 
 
-def _up_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
-    """A 0/1 series over time, shown as up (green) and down (red)."""
+def _timeline(
+    title: str, description: str, target: g.Target, one: tuple[str, str], zero: tuple[str, str]
+) -> g.StateTimeline:
+    """A 0/1 series over time, each value shown as its (text, colour)."""
     return g.StateTimeline(
         title=title,
         description=description,
         dataSource=DATASOURCE,
         targets=[target],
         mappings=[
-            {"type": "value", "options": {"1": {"text": "up", "color": "green"}}},
-            {"type": "value", "options": {"0": {"text": "down", "color": "red"}}},
+            {"type": "value", "options": {value: {"text": text, "color": colour}}}
+            for value, (text, colour) in (("1", one), ("0", zero))
         ],
     )
+
+
+def _up_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
+    """Up (green) and down (red)."""
+    return _timeline(title, description, target, ("up", "green"), ("down", "red"))
+
+
+def _events_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
+    """Active (orange) and clear (green)."""
+    return _timeline(title, description, target, ("active", "orange"), ("clear", "green"))
+
+
+def _throttled(matchers: dict[str, str], by: str) -> str:
+    """Fraction of time each GPU's clocks were held down, by cause."""
+    counter = _series(catalog.GPU_THROTTLED, **matchers)
+    return f"sum by ({by}) (rate({counter}[$__rate_interval]))"
 
 
 def _table(title: str, description: str, targets: list[g.Target], unit: str = "short") -> g.Table:
@@ -586,12 +609,34 @@ def _fleet_health_row(grid: _Grid) -> None:
         12,
         6,
     )
+    # Ranked once by the time lost over the whole range: a counter's increase, no subquery.
+    key = "instance, gpu, gpu_uuid, cause"
+    lost = f"sum by ({key}) (increase({_series(catalog.GPU_THROTTLED, **FLEET)}[$__range] @ end()))"
+    grid.add(
+        _timeseries(
+            f"Most throttled {TOP} GPUs",
+            f"{catalog.GPU_THROTTLED.help} Shown as the fraction of time, for the GPUs that "
+            "lost the most time over the range.",
+            [
+                _target(
+                    f"{_throttled(FLEET, key)} and topk({TOP}, {lost} > 0)",
+                    GPU_LEGEND + " {{cause}}",
+                )
+            ],
+            "percentunit",
+        ),
+        24,
+        6,
+    )
 
 
 def _per_instance_row(grid: _Grid) -> None:
     grid.row("Per GPU instance (choose a node or GPU first)", collapsed=True)
     for field_id, metric in catalog.PROFILING[catalog.Scope.GPU_INSTANCE].items():
+        if field_id in PIPE_FIELDS:
+            continue  # one panel for the three pipes, below
         grid.add(_metric_panel(metric, FIELD_TITLES[field_id], FLEET_GI, GI_LEGEND), 12)
+    grid.add(_pipes_panel(catalog.Scope.GPU_INSTANCE, FLEET_GI, GI_LEGEND), 12)
     mem_used = _series(catalog.GI_MEMORY_USED, **FLEET_GI)
     mem_total = _series(catalog.GI_MEMORY_TOTAL, **FLEET_GI)
     grid.add(
@@ -666,12 +711,99 @@ def _per_gpu_row(grid: _Grid) -> None:
         8,
     )
     grid.add(_metric_panel(catalog.GPU_SM_CLOCK, "SM clock", FLEET, GPU_LEGEND), 8)
+    _per_gpu_device_panels(grid)
     grid.add(
         _up_timeline(
             "GPU up", catalog.GPU_UP.help, _target(_series(catalog.GPU_UP, **FLEET), GPU_LEGEND)
         ),
         24,
         6,
+    )
+
+
+def _pipes_panel(scope: catalog.Scope, matchers: dict[str, str], legend: str) -> g.TimeSeries:
+    """FP64, FP32 and FP16 pipe activity (DCGM 1006-1008) in one panel."""
+    targets = [
+        _target(_series(catalog.PROFILING[scope][f], **matchers), f"{legend} {name}", ref)
+        for f, name, ref in zip(PIPE_FIELDS, ("FP64", "FP32", "FP16"), "ABC", strict=True)
+    ]
+    return _timeseries(
+        "FP64, FP32 and FP16 pipes active",
+        "Fraction of cycles each floating-point pipe was active (DCGM fields 1006-1008).",
+        targets,
+        "percentunit",
+    )
+
+
+def _per_gpu_device_panels(grid: _Grid) -> None:
+    """Device health beyond temperature, power and clock, as dcgm-exporter's defaults show it."""
+    direction = GPU_LEGEND + " {{direction}}"
+    grid.add(
+        _events_timeline(
+            "Clock events (throttle reasons)",
+            f"{catalog.GPU_CLOCK_EVENT.help} GPU idle is left out.",
+            _target(
+                _series(catalog.GPU_CLOCK_EVENT, **FLEET, reason="!gpu_idle"),
+                GPU_LEGEND + " {{reason}}",
+            ),
+        ),
+        12,
+    )
+    grid.add(
+        _timeseries(
+            "Throttled time",
+            f"{catalog.GPU_THROTTLED.help} As the fraction of time.",
+            [_target(_throttled(FLEET, "instance, gpu, cause"), GPU_LEGEND + " {{cause}}")],
+            "percentunit",
+        ),
+        12,
+    )
+    utilization = _series(catalog.GPU_UTILIZATION, **FLEET)
+    copy = _series(catalog.GPU_MEMORY_COPY_UTILIZATION, **FLEET)
+    grid.add(
+        _timeseries(
+            "Utilization and memory-copy utilization (NVML, MIG disabled)",
+            f"{catalog.GPU_UTILIZATION.help} {catalog.GPU_MEMORY_COPY_UTILIZATION.help}",
+            [
+                _target(utilization, GPU_LEGEND + " utilization", "A"),
+                _target(copy, GPU_LEGEND + " memory copy", "B"),
+            ],
+            "percentunit",
+        ),
+        12,
+    )
+    grid.add(_pipes_panel(catalog.Scope.GPU, FLEET, GPU_LEGEND), 12)
+    for metric, title in (
+        (catalog.GPU_PCIE_THROUGHPUT, "PCIe traffic"),
+        (catalog.GPU_NVLINK_THROUGHPUT, "NVLink traffic"),
+    ):
+        grid.add(_metric_panel(metric, title, FLEET, direction), 12)
+    grid.add(
+        _metric_panel(catalog.GPU_MEMORY_TEMPERATURE, "Memory temperature", FLEET, GPU_LEGEND), 8
+    )
+    grid.add(
+        _timeseries(
+            "Encoder and decoder utilization",
+            f"{catalog.GPU_ENCODER_UTILIZATION.help} {catalog.GPU_DECODER_UTILIZATION.help}",
+            [
+                _target(_series(catalog.GPU_ENCODER_UTILIZATION, **FLEET), GPU_LEGEND + " enc"),
+                _target(
+                    _series(catalog.GPU_DECODER_UTILIZATION, **FLEET), GPU_LEGEND + " dec", "B"
+                ),
+            ],
+            "percentunit",
+        ),
+        8,
+    )
+    replays = _series(catalog.GPU_PCIE_REPLAYS, **FLEET)
+    grid.add(
+        _timeseries(
+            "PCIe replays",
+            f"{catalog.GPU_PCIE_REPLAYS.help} Per second: a rising rate points at a bad link.",
+            [_target(f"rate({replays}[$__rate_interval])", GPU_LEGEND)],
+            "short",
+        ),
+        8,
     )
 
 
@@ -777,11 +909,10 @@ def instance() -> g.Dashboard:
         24,
         5,
     )
+    ratios = catalog.PROFILING[catalog.Scope.GPU_INSTANCE]
     activity = [
-        _target(_series(metric, **ONE_GI), FIELD_TITLES[field_id], chr(ord("A") + i))
-        for i, (field_id, metric) in enumerate(
-            catalog.PROFILING[catalog.Scope.GPU_INSTANCE].items()
-        )
+        _target(_series(ratios[field_id], **ONE_GI), FIELD_TITLES[field_id], chr(ord("A") + i))
+        for i, field_id in enumerate(catalog.ACTIVITY_FIELDS)
     ]
     grid.add(
         _timeseries(
@@ -814,13 +945,20 @@ def instance() -> g.Dashboard:
     )
     grid.add(
         _timeseries(
-            "Memory used and size",
-            f"{catalog.GI_MEMORY_USED.help} Dashed: {catalog.GI_MEMORY_TOTAL.help.lower()}",
-            [_target(used, "used", "A"), _target(total, "size", "B")],
+            "Memory used, free, reserved and size",
+            f"{catalog.GI_MEMORY_USED.help} {catalog.GI_MEMORY_FREE.help} "
+            f"{catalog.GI_MEMORY_RESERVED.help} {catalog.GI_MEMORY_TOTAL.help}",
+            [
+                _target(used, "used", "A"),
+                _target(_series(catalog.GI_MEMORY_FREE, **ONE_GI), "free", "B"),
+                _target(_series(catalog.GI_MEMORY_RESERVED, **ONE_GI), "reserved", "C"),
+                _target(total, "size", "D"),
+            ],
             "bytes",
         ),
-        24,
+        12,
     )
+    grid.add(_pipes_panel(catalog.Scope.GPU_INSTANCE, ONE_GI, "GI"), 12)
     grid.row("Compute instances")
     grid.add(
         _table(

@@ -26,15 +26,18 @@ from migexporter.sim._dcgm_fields import (
     GPU_READERS,
     MAX_INSTANCES_PER_GPU,
     NOT_SUPPORTED,
+    NVLINK_THROUGHPUT_TOTAL,
     NVML_SENTINELS,
     ST_FIELD_UNSUPPORTED_BY_API,
     ST_NO_DATA,
     ST_NOT_SUPPORTED,
     ST_OK,
+    TRAFFIC,
     XID,
     Entity,
     Key,
     Value,
+    dcgm_status,
     failed,
     field_info,
     framebuffer,
@@ -103,6 +106,8 @@ class Watch:
     samples: deque[Sample] = field(default_factory=deque)
     last: float | None = None  # fleet time of the last periodic sample
     baseline: Any = None  # profiling: (identity, previous counters)
+    # 449: (fleet time, KiB) of the last stored sample, what DCGM keeps as its value2.
+    nvlink_counter: tuple[float, int] | None = None
 
     @property
     def interval_s(self) -> float:
@@ -376,6 +381,8 @@ class Cache:
         target = self.practical(entity, field_id)
         if target is None or not self.exists(target):
             return ST_NO_DATA, sentinel(info.type)
+        if field_id == NVLINK_THROUGHPUT_TOTAL:  # no previous sample: 0, as in DCGM
+            return self._read_nvlink_total(None, target[1])
         return self._read_device(target, info)
 
     def _read(
@@ -386,6 +393,8 @@ class Cache:
         gpu = self.gpu_of(entity)
         if gpu is None:
             return ST_NO_DATA, sentinel(info.type)  # the instance is gone
+        if info.id == NVLINK_THROUGHPUT_TOTAL:
+            return self._read_nvlink_total(watch, gpu)
         if not is_profiling(info.id):
             return self._read_device(entity, info)
         if not any(info.id in fields for _, _, fields in metric_groups(gpu)):
@@ -411,6 +420,38 @@ class Cache:
             return ST_OK, sentinel(info.type, NOT_SUPPORTED)
         handle = self.gpu_handle(gpu)
         return read_nvml(lambda: reader(self.nv, handle), info.type)
+
+    def _read_nvlink_total(self, watch: Watch | None, gpu: int) -> tuple[int, Value]:
+        """DCGM_FI_DEV_NVLINK_THROUGHPUT_TOTAL as ReadAndCacheNvLinkBandwidth computes it.
+
+        NVML's NVLink data RX and TX counters (KiB) of all links (scopeId 0xFFFFFFFF) are
+        summed; the sample is the sum's growth since the previous sample, divided by the
+        seconds between them and by 1000 (DCGM's "MB/s"), or 0 for the first sample, without
+        a watch, or while the sum is 0. DCGM divides by the NVML timestamps' difference; the
+        simulated counters follow fleet time, which a test clock moves, so the fleet time
+        between the two reads is used instead. A failed NVML entry stores no value in DCGM,
+        whose reads then answer the NVML error: NOT_SUPPORTED without NVLink or in MIG mode.
+        """
+        everything = 0xFFFFFFFF
+        ids = [
+            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, everything),
+            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, everything),
+        ]
+        try:
+            values = self.nv.nvmlDeviceGetFieldValues(self.gpu_handle(gpu), ids)
+        except pynvml.NVMLError as error:
+            return failed(error, "i")
+        for value in values:
+            if value.nvmlReturn != pynvml.NVML_SUCCESS:
+                return dcgm_status(value.nvmlReturn), sentinel("i")
+        total = sum(int(value.value.ullVal) for value in values)
+        now = self.fleet.gpus[gpu].time  # what the counters are integrated up to
+        if watch is None:
+            return ST_OK, 0
+        previous, watch.nvlink_counter = watch.nvlink_counter, (now, total)
+        if not total or previous is None or now == previous[0]:
+            return ST_OK, 0
+        return ST_OK, int((total - previous[1]) / (now - previous[0]) / 1000)
 
     def _read_profiling(
         self, watch: Watch, entity: Entity, gpu: int, info: FieldInfo
@@ -474,7 +515,10 @@ class Cache:
     def _read_activity(
         self, watch: Watch, instance: Instance | None, gpu: int, identity: str, info: FieldInfo
     ) -> tuple[int, Value]:
-        """Pre-Hopper: the profiling module's ratios, from the same integrals GPM reads."""
+        """Pre-Hopper: the profiling module's ratios, from the same integrals GPM reads.
+
+        PCIe and NVLink (1009-1012) are bytes/s: the levels times the model's bandwidths.
+        """
         sim = self.fleet.gpus[gpu]
         try:
             self.fleet.wait_usable(sim)
@@ -490,13 +534,20 @@ class Cache:
         watch.baseline = (identity, (now, totals))
         if previous is None or previous[0] != identity:
             return ST_OK, sentinel(info.type)
-        where = ACTIVITIES.get(info.id)
-        if where is None:
-            return ST_OK, sentinel(info.type, NOT_SUPPORTED)
         then, before = previous[1]
         elapsed = now - then
-        ratio = (totals[where] - before[where]) / elapsed if elapsed else 0.0
-        return ST_OK, min(1.0, max(0.0, ratio))
+
+        def average(where: int) -> float:
+            return max(0.0, (totals[where] - before[where]) / elapsed if elapsed else 0.0)
+
+        if info.id in ACTIVITIES:
+            return ST_OK, min(1.0, average(ACTIVITIES[info.id]))
+        if info.id in TRAFFIC:  # GPU-level fields: these are the GPU's totals
+            where, nvlink = TRAFFIC[info.id]
+            model = sim.model
+            bandwidth = model.nvlink_bytes_per_s if nvlink else model.pcie_bytes_per_s
+            return ST_OK, int(average(where) * bandwidth)
+        return ST_OK, sentinel(info.type, NOT_SUPPORTED)
 
     def _free_baseline(self, watch: Watch) -> None:
         if watch.baseline is not None and not isinstance(watch.baseline[1], tuple):

@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING, Any
 import pynvml
 
 from migexporter.sim._model import MIB
-from migexporter.sim._workload import DRAM, GR, OCCUPANCY, SM, TENSOR
+from migexporter.sim._workload import (
+    DRAM,
+    FP16,
+    FP32,
+    FP64,
+    GR,
+    NVLINK_RX,
+    NVLINK_TX,
+    OCCUPANCY,
+    PCIE_RX,
+    PCIE_TX,
+    SM,
+    TENSOR,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,6 +36,7 @@ ST_BADPARAM = -1
 ST_NOT_CONFIGURED = -5
 ST_NOT_SUPPORTED = -6
 ST_INIT_ERROR = -7
+ST_NVML_ERROR = -8
 ST_UNINITIALIZED = -10
 ST_NO_DATA = -14
 ST_NOT_WATCHED = -16
@@ -35,6 +49,7 @@ ST_FIELD_UNSUPPORTED_BY_API = -32
 ST_PROFILING_MULTI_PASS = -38
 MAX_INSTANCES_PER_GPU = 8  # DCGM_MAX_INSTANCES_PER_GPU: the id stride when NVML says 0
 XID = 230
+NVLINK_THROUGHPUT_TOTAL = 449
 
 # Sentinels stored instead of a value (dcgmvalue): BLANK + 0..3.
 BLANK, NOT_FOUND, NOT_SUPPORTED, NOT_PERMISSIONED = range(4)
@@ -76,7 +91,8 @@ def _fields(*rows: tuple[int, str, str, int]) -> dict[int, FieldInfo]:
     return {row[0]: FieldInfo(*row) for row in rows}
 
 
-# Types and entity levels from dcgm_fields.cpp (facts: dcgm-fields.json). Tags unverified.
+# Types and entity levels from dcgm_fields.cpp (facts: dcgm-fields.json). Tags unverified,
+# except those of 112, 140, 200-202, 206, 207, 240, 241 and 449 (DCGM 4.6's dcgm_fields.cpp).
 FIELDS = _fields(
     (50, "name", "s", FE_GPU_CI),
     (52, "nvml_index", "i", FE_GPU),
@@ -86,13 +102,22 @@ FIELDS = _fields(
     (69, "mig_max_slices", "i", FE_GPU),
     (100, "sm_clock", "i", FE_GPU),
     (101, "memory_clock", "i", FE_GPU),
+    (112, "current_clocks_event_reasons", "i", FE_GPU),
+    (140, "memory_temp", "i", FE_GPU),
     (150, "gpu_temp", "i", FE_GPU),
     (155, "power_usage", "d", FE_GPU),
     (156, "total_energy_consumption", "i", FE_GPU),
     (164, "enforced_power_limit", "d", FE_GPU),
+    (200, "pcie_tx_throughput", "i", FE_GPU),
+    (201, "pcie_rx_throughput", "i", FE_GPU),
+    (202, "pcie_replay_counter", "i", FE_GPU),
     (203, "gpu_utilization", "i", FE_GPU),
     (204, "mem_copy_utilization", "i", FE_GPU),
+    (206, "enc_utilization", "i", FE_GPU),
+    (207, "dec_utilization", "i", FE_GPU),
     (XID, "xid_errors", "i", FE_GPU_CI),
+    (240, "power_violation", "i", FE_GPU),
+    (241, "thermal_violation", "i", FE_GPU),
     (250, "fb_total", "i", FE_GPU_CI),
     (251, "fb_free", "i", FE_GPU_CI),
     (252, "fb_used", "i", FE_GPU_CI),
@@ -106,6 +131,7 @@ FIELDS = _fields(
     (394, "correctable_remapped_rows", "i", FE_GPU),
     (395, "row_remap_failure", "i", FE_GPU),
     (396, "row_remap_pending", "i", FE_GPU),
+    (NVLINK_THROUGHPUT_TOTAL, "nvlink_throughput_total", "i", FE_GPU),
     (1001, "gr_engine_active", "d", FE_GPU_CI),
     (1002, "sm_active", "d", FE_GPU_CI),
     (1003, "sm_occupancy", "d", FE_GPU_CI),
@@ -146,7 +172,23 @@ GPM_METRICS = {
     1011: pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC,
     1012: pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC,
 }
-ACTIVITIES = {1001: GR, 1002: SM, 1003: OCCUPANCY, 1004: TENSOR, 1005: DRAM}
+ACTIVITIES = {
+    1001: GR,
+    1002: SM,
+    1003: OCCUPANCY,
+    1004: TENSOR,
+    1005: DRAM,
+    1006: FP64,
+    1007: FP32,
+    1008: FP16,
+}
+# Profiling fields in bytes/s -> (position, whether NVLink rather than PCIe bandwidth).
+TRAFFIC = {
+    1009: (PCIE_TX, False),
+    1010: (PCIE_RX, False),
+    1011: (NVLINK_TX, True),
+    1012: (NVLINK_RX, True),
+}
 
 
 def _max_slices(nv: FakeNvml, handle: Any) -> int:
@@ -163,6 +205,20 @@ def failed(error: pynvml.NVMLError, kind: str) -> tuple[int, Value]:
     if error.value == pynvml.NVML_ERROR_GPU_IS_LOST:
         return ST_GPU_IS_LOST, sentinel(kind)
     return ST_OK, sentinel(kind, NVML_SENTINELS.get(error.value, BLANK))
+
+
+# NvmlReturnToDcgmReturn (DcgmUtilities.h), for the NVML errors the simulator raises.
+_DCGM_STATUS = {
+    pynvml.NVML_ERROR_NOT_SUPPORTED: ST_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_GPU_IS_LOST: ST_GPU_IS_LOST,
+    pynvml.NVML_ERROR_INVALID_ARGUMENT: ST_BADPARAM,
+    pynvml.NVML_ERROR_NOT_FOUND: ST_NO_DATA,
+}
+
+
+def dcgm_status(nvml_return: int) -> int:
+    """The DCGM status of an NVML return code."""
+    return _DCGM_STATUS.get(nvml_return, ST_NVML_ERROR)
 
 
 def read_nvml(read: Callable[[], Value], kind: str) -> tuple[int, Value]:
@@ -193,6 +249,42 @@ def _remapped(position: int) -> Callable[[FakeNvml, Any], Value]:
     return lambda nv, h: nv.nvmlDeviceGetRemappedRows(h)[position]
 
 
+def _field_value(field_id: int) -> Callable[[FakeNvml, Any], Value]:
+    """A field DCGM reads through nvmlDeviceGetFieldValues (its nvmlFieldId in dcgm_fields.cpp).
+
+    A failed entry is cached as its NVML error's sentinel (BufferOrCacheLatestGpuValues).
+    """
+
+    def read(nv: FakeNvml, handle: Any) -> Value:
+        value = nv.nvmlDeviceGetFieldValues(handle, [field_id])[0]
+        if value.nvmlReturn != pynvml.NVML_SUCCESS:
+            raise pynvml.NVMLError(value.nvmlReturn)
+        if value.valueType == pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
+            return int(value.value.ullVal)
+        return int(value.value.uiVal)
+
+    return read
+
+
+def _memory_temperature(nv: FakeNvml, handle: Any) -> Value:
+    """DCGM_FI_DEV_MEMORY_TEMP_CELSIUS as DcgmCacheManager reads it: NVML field 82's uiVal.
+
+    DCGM checks the call's return only, ignores the value type (nvbugs/4300930), and
+    stores blank for anything above 200 C.
+    """
+    value = nv.nvmlDeviceGetFieldValues(handle, [pynvml.NVML_FI_DEV_MEMORY_TEMP])[0]
+    celsius = int(value.value.uiVal)
+    return celsius if celsius <= 200 else sentinel("i")
+
+
+def _deprecated_pcie(_nv: FakeNvml, _handle: Any) -> Value:
+    """DCGM_FI_DEV_PCIE_TX/RX_THROUGHPUT: DCGM 4.6 stores NOT_SUPPORTED without asking NVML.
+
+    Deprecated in favour of DCGM_FI_PROF_PCIE_TX_BYTES and _RX_BYTES (1009, 1010).
+    """
+    return sentinel("i", NOT_SUPPORTED)
+
+
 _CORRECTED, _UNCORRECTED = 0, 1
 GPU_READERS: dict[int, Callable[[FakeNvml, Any], Value]] = {
     50: lambda nv, h: nv.nvmlDeviceGetName(h),
@@ -203,12 +295,23 @@ GPU_READERS: dict[int, Callable[[FakeNvml, Any], Value]] = {
     69: _max_slices,
     100: lambda nv, h: nv.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
     101: lambda nv, h: nv.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+    112: lambda nv, h: nv.nvmlDeviceGetCurrentClocksEventReasons(h),
+    140: _memory_temperature,
     150: lambda nv, h: nv.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
     155: lambda nv, h: nv.nvmlDeviceGetPowerUsage(h) / 1000,
     156: lambda nv, h: nv.nvmlDeviceGetTotalEnergyConsumption(h),
     164: lambda nv, h: nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000,
+    200: _deprecated_pcie,
+    201: _deprecated_pcie,
+    202: lambda nv, h: nv.nvmlDeviceGetPcieReplayCounter(h),
     203: lambda nv, h: nv.nvmlDeviceGetUtilizationRates(h).gpu,
     204: lambda nv, h: nv.nvmlDeviceGetUtilizationRates(h).memory,
+    206: lambda nv, h: nv.nvmlDeviceGetEncoderUtilization(h)[0],
+    207: lambda nv, h: nv.nvmlDeviceGetDecoderUtilization(h)[0],
+    # Mapped to NVML_FI_DEV_PERF_POLICY_POWER / _THERMAL in dcgm_fields.cpp: the same ns
+    # counters nvmlDeviceGetViolationStatus reports.
+    240: _field_value(pynvml.NVML_FI_DEV_PERF_POLICY_POWER),
+    241: _field_value(pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL),
     310: _ecc(_CORRECTED, pynvml.NVML_VOLATILE_ECC),
     311: _ecc(_UNCORRECTED, pynvml.NVML_VOLATILE_ECC),
     312: _ecc(_CORRECTED, pynvml.NVML_AGGREGATE_ECC),

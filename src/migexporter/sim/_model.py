@@ -9,7 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import pynvml
 
-from migexporter.sim._workload import DRAM, GR, MEMORY, SM, ZERO, Vector, Workload, add, scale
+from migexporter.sim._workload import (
+    DRAM,
+    GR,
+    MEMORY,
+    NVLINK_RX,
+    NVLINK_TX,
+    SM,
+    ZERO,
+    Vector,
+    Workload,
+    add,
+    scale,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -17,6 +29,17 @@ if TYPE_CHECKING:
     from migexporter.sim.profiles import CiProfile, GiProfile, GpuModel, Placement
 
 MIB = 1 << 20
+# Power asks for more than the limit under heavy load and the driver caps it just below. An
+# H200 running a bf16 matmul (GPM SM 79.5 %, DRAM 14.7 %: a load of 0.6 below) was held at
+# 692 W of its 700 W limit with SW_POWER_CAP set (benchmarks/results/nvml_calls-h200.json):
+# the load that reaches the limit, and the fraction of the limit a capped GPU draws.
+_FULL_POWER_LOAD = 0.6
+_CAPPED_FRACTION = 692 / 700
+# HBM warms less than the die: 29 -> 40 C while the die went 29 -> 55 C (the same H200).
+_MEMORY_RISE = (40 - 29) / (55 - 29)
+# The overheat fault (invented numbers): the die above the slowdown threshold, clocks cut.
+_OVERHEAT_MARGIN_C = 3
+_THERMAL_CLOCK_FRACTION = 0.7
 
 
 class GpuState(enum.Enum):
@@ -105,6 +128,13 @@ class SimGpu:
     profiling_multipass: bool = False
     # What the driver asks an operator to do (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION).
     recovery_action: int = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
+    overheated: bool = False  # the overheat fault: thermal slowdown until recovered
+    pcie_replays: int = 0  # nvmlDeviceGetPcieReplayCounter
+    # Integrals since creation, over fleet time: energy, and time spent power-capped or
+    # thermally slowed down (NVML's violation counters).
+    energy_j: float = 0.0
+    power_violation_s: float = 0.0
+    thermal_violation_s: float = 0.0
     device: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)
 
     def __post_init__(self) -> None:
@@ -117,61 +147,113 @@ class SimGpu:
             yield from gi.compute_instances.values()
 
     def advance(self, now: float) -> None:
-        """Integrate every workload on the GPU up to fleet time ``now``."""
-        if now <= self.time:
+        """Integrate every workload, energy and violation time up to fleet time ``now``.
+
+        Steps end at every phase change of a workload, so the levels are constant within a
+        step and the integrals are exact. Energy and violation time use the state at the
+        start of each step: a fault that starts or ends between two calls would count from
+        the later call, so the fleet advances a GPU before a fault changes it.
+        """
+        while now > self.time:
+            until = min([now, *(w.phase_end for w in self._workloads())])
+            self._step(until)
+            self.time = until
+
+    def _workloads(self) -> list[Workload]:
+        if not self.mig_enabled:
+            return [self.workload]
+        return [ci.workload for ci in self.compute_instances()]
+
+    def _step(self, until: float) -> None:
+        elapsed = until - self.time
+        levels = self.levels()
+        self.energy_j += self._power_w(levels) * elapsed
+        if self._capped(levels):
+            self.power_violation_s += elapsed
+        if self.overheated:
+            self.thermal_violation_s += elapsed
+        if not self.mig_enabled:
+            self.totals = add(self.totals, self.workload.advance(until))
             return
-        if self.mig_enabled:
-            gpu_total = ZERO
-            for gi in self.gpu_instances.values():
-                gi_total, weight = ZERO, 0
-                for ci in gi.compute_instances.values():
-                    gi_total = add(gi_total, scale(ci.workload.advance(now), ci.profile.sms))
-                    weight += ci.profile.sms
-                if weight:
-                    gi.totals = add(gi.totals, scale(gi_total, 1 / weight))
-                gpu_total = add(gpu_total, gi_total)
-            self.totals = add(self.totals, scale(gpu_total, 1 / self.model.sms))
-        else:
-            self.totals = add(self.totals, self.workload.advance(now))
-        self.time = now
+        gpu_total = ZERO
+        for gi in self.gpu_instances.values():
+            gi_total, weight = ZERO, 0
+            for ci in gi.compute_instances.values():
+                gi_total = add(gi_total, scale(ci.workload.advance(until), ci.profile.sms))
+                weight += ci.profile.sms
+            if weight:
+                gi.totals = add(gi.totals, scale(gi_total, 1 / weight))
+            gpu_total = add(gpu_total, gi_total)
+        self.totals = add(self.totals, _without_nvlink(scale(gpu_total, 1 / self.model.sms)))
 
     def levels(self) -> Vector:
-        """Instantaneous activity of the whole GPU."""
+        """Instantaneous activity of the whole GPU; no NVLink traffic in MIG mode."""
         if not self.mig_enabled:
             return self.workload.levels
         total = ZERO
         for ci in self.compute_instances():
             total = add(total, scale(ci.workload.levels, ci.profile.sms))
-        return scale(total, 1 / self.model.sms)
+        return _without_nvlink(scale(total, 1 / self.model.sms))
 
-    # Physics: power follows SM and DRAM activity, so energy is an exact integral of it.
-
-    def _power_span_w(self) -> float:
-        return 0.9 * self.model.power_limit_w - self.model.idle_power_w
+    # Physics: power follows SM and DRAM activity up to the driver's cap; energy and
+    # violation times are integrated in ``advance``.
 
     @staticmethod
     def _load(levels: Vector) -> float:
         return 0.7 * levels[SM] + 0.3 * levels[DRAM]
 
+    def _demand_w(self, levels: Vector) -> float:
+        span = self.model.power_limit_w - self.model.idle_power_w
+        return self.model.idle_power_w + span * self._load(levels) / _FULL_POWER_LOAD
+
+    def _capped(self, levels: Vector) -> bool:
+        return self._demand_w(levels) >= _CAPPED_FRACTION * self.model.power_limit_w
+
+    def _power_w(self, levels: Vector) -> float:
+        return min(self._demand_w(levels), _CAPPED_FRACTION * self.model.power_limit_w)
+
     def power_mw(self) -> int:
-        """Power draw now, in milliwatts; always below the enforced limit."""
-        watts = self.model.idle_power_w + self._power_span_w() * self._load(self.levels())
-        return int(watts * 1000)
+        """Power draw now, in milliwatts; capped just below the enforced limit."""
+        return int(self._power_w(self.levels()) * 1000)
 
     def energy_mj(self) -> int:
         """Energy since driver load, in millijoules: the integral of ``power_mw``."""
-        idle = self.model.idle_power_w * (self.time - self.created)
-        active = self._power_span_w() * self._load(self.totals)
-        return self.energy_offset_mj + int(1000 * (idle + active))
+        return self.energy_offset_mj + int(1000 * self.energy_j)
+
+    def _die_c(self) -> float:
+        load = self._load(self.levels())
+        if self.overheated:  # a cooling failure: hot whatever the load
+            return self.model.slowdown_temp_c + _OVERHEAT_MARGIN_C + 5 * load
+        return 30 + self.temperature_offset_c + 50 * load
 
     def temperature_c(self) -> int:
-        """GPU temperature, 30-85 C, rising with load."""
-        return round(30 + self.temperature_offset_c + 50 * self._load(self.levels()))
+        """GPU (die) temperature: 30-85 C rising with load; above slowdown when overheated."""
+        return round(self._die_c())
+
+    def memory_temperature_c(self) -> int:
+        """HBM temperature: rises with the die's, by less."""
+        ambient = 30 + self.temperature_offset_c
+        return round(ambient + _MEMORY_RISE * (self._die_c() - ambient))
 
     def sm_clock_mhz(self) -> int:
-        """SM clock: boost while anything runs, idle clock otherwise."""
-        busy = self.levels()[GR] > 0
-        return self.model.sm_clock_mhz if busy else self.model.idle_sm_clock_mhz
+        """SM clock: boost while anything runs (cut when overheated), idle clock otherwise."""
+        if self.levels()[GR] <= 0:
+            return self.model.idle_sm_clock_mhz
+        if self.overheated:
+            return int(self.model.sm_clock_mhz * _THERMAL_CLOCK_FRACTION)
+        return self.model.sm_clock_mhz
+
+    def clocks_event_reasons(self) -> int:
+        """NVML's current clocks event reasons: GPU idle, SW power cap, SW thermal slowdown."""
+        levels = self.levels()
+        reasons = 0
+        if levels[GR] <= 0:
+            reasons |= pynvml.nvmlClocksEventReasonGpuIdle
+        if self._capped(levels):
+            reasons |= pynvml.nvmlClocksEventReasonSwPowerCap
+        if self.overheated:
+            reasons |= pynvml.nvmlClocksEventReasonSwThermalSlowdown
+        return int(reasons)
 
     @property
     def reserved_bytes(self) -> int:
@@ -184,3 +266,11 @@ class SimGpu:
             return sum(gi.memory_used_bytes() for gi in self.gpu_instances.values())
         usable = self.model.memory_mib * MIB - self.reserved_bytes
         return int(usable * 0.97 * self.levels()[MEMORY])
+
+
+def _without_nvlink(vector: Vector) -> Vector:
+    """``vector`` without NVLink traffic: instances' NVLink levels do not reach their GPU.
+
+    NVLink is not supported in MIG mode (DCGM 2.0.15 release notes).
+    """
+    return tuple(0.0 if i in (NVLINK_TX, NVLINK_RX) else v for i, v in enumerate(vector))

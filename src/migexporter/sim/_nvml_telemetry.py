@@ -1,4 +1,4 @@
-"""Fake NVML calls for telemetry: memory, power, thermals, clocks, ECC, fields, events, GPM."""
+"""Fake NVML telemetry: memory, power, thermals, clocks, codecs, PCIe, ECC, fields, events, GPM."""
 
 from __future__ import annotations
 
@@ -12,39 +12,130 @@ import pynvml
 from migexporter.sim._events import EventQueue
 from migexporter.sim._model import MIB
 from migexporter.sim._nvml_base import Session, fail
-from migexporter.sim._workload import DRAM, GR, OCCUPANCY, SM, TENSOR, Vector
+from migexporter.sim._workload import (
+    DECODE,
+    DRAM,
+    FP16,
+    FP32,
+    FP64,
+    GR,
+    NVLINK_RX,
+    NVLINK_TX,
+    OCCUPANCY,
+    PCIE_RX,
+    PCIE_TX,
+    SM,
+    TENSOR,
+    Vector,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from migexporter.sim._model import SimGpu
 
-# GPM metric id -> position in an activity vector. Everything else is "not supported".
+# GPM metric id -> position in an activity vector, for the metrics that are ratios.
 _GPM_METRICS = {
     pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: GR,
     pynvml.NVML_GPM_METRIC_SM_UTIL: SM,
     pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: OCCUPANCY,
     pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: TENSOR,
     pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: DRAM,
+    pynvml.NVML_GPM_METRIC_FP64_UTIL: FP64,
+    pynvml.NVML_GPM_METRIC_FP32_UTIL: FP32,
+    pynvml.NVML_GPM_METRIC_FP16_UTIL: FP16,
 }
+# GPM rates in MiB/s: metric id -> (position, whether NVLink rather than PCIe).
+_GPM_RATES = {
+    pynvml.NVML_GPM_METRIC_PCIE_TX_PER_SEC: (PCIE_TX, False),
+    pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC: (PCIE_RX, False),
+    pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: (NVLINK_TX, True),
+    pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC: (NVLINK_RX, True),
+}
+_NVDEC = range(pynvml.NVML_GPM_METRIC_NVDEC_0_UTIL, pynvml.NVML_GPM_METRIC_NVDEC_7_UTIL + 1)
+# Engines the simulated GPUs do not use: 0.0 with SUCCESS, as an H200 answered for all of them.
+_IDLE_ENGINES = frozenset(
+    [
+        *range(pynvml.NVML_GPM_METRIC_NVJPG_0_UTIL, pynvml.NVML_GPM_METRIC_NVJPG_7_UTIL + 1),
+        *range(pynvml.NVML_GPM_METRIC_NVENC_0_UTIL, pynvml.NVML_GPM_METRIC_NVENC_3_UTIL + 1),
+    ]
+)
 _NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
-# The fields nvmlDeviceGetFieldValues answers: id -> (value type, union member, reader).
-_FIELDS: dict[int, tuple[int, str, Callable[[SimGpu], int]]] = {
-    pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: (
-        pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
-        "uiVal",
-        lambda gpu: gpu.recovery_action,
+_ALL_LINKS = 0xFFFFFFFF  # scopeId of the NVLink fields: the sum of all links (nvml.h)
+# What nvmlDevice{En,De}coderUtilization say the sampling period is: 100 ms on an H200.
+_CODEC_PERIOD_US = 100_000
+
+
+def _nvlinks(gpu: SimGpu) -> int:
+    """The GPU's NVLink count; NOT_SUPPORTED without links or in MIG mode (DCGM 2.0.15 notes)."""
+    if not gpu.model.nvlinks or gpu.mig_enabled:
+        raise fail(_NOT_SUPPORTED)
+    return gpu.model.nvlinks
+
+
+def _nvlink_kib(position: int) -> Callable[[SimGpu, int], int]:
+    """NVLink data counter in KiB since the GPU appeared, of one link or of all (scopeId)."""
+
+    def read(gpu: SimGpu, scope: int) -> int:
+        links = _nvlinks(gpu)
+        kib = gpu.totals[position] * gpu.model.nvlink_bytes_per_s / 1024
+        if scope == _ALL_LINKS:
+            return int(kib)
+        if not 0 <= scope < links:
+            raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return int(kib / links)  # traffic spread evenly over the links: an assumption
+
+    return read
+
+
+_UINT = (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, "uiVal")
+_ULL = (pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, "ullVal")
+# The fields nvmlDeviceGetFieldValues answers: id -> ((value type, union member), reader of
+# (GPU, scopeId)). A reader raising an NVMLError fails its entry only. Types as an H200 with
+# driver 580.159.04 answered (benchmarks/results/nvml_calls-h200.json): 82 and 94 unsigned int,
+# 74 and 75 unsigned long long in ns. 91, 138 and 139 answered NOT_SUPPORTED there (no NVLink
+# visible): their types are assumed, unsigned int for the count and unsigned long long for
+# the KiB counters, which DCGM reads as ``value.ullVal`` (ReadAndCacheNvLinkBandwidth).
+_FIELDS: dict[int, tuple[tuple[int, str], Callable[[SimGpu, int], int]]] = {
+    pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: (_UINT, lambda gpu, _: gpu.recovery_action),
+    pynvml.NVML_FI_DEV_MEMORY_TEMP: (_UINT, lambda gpu, _: gpu.memory_temperature_c()),
+    pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: (_UINT, lambda gpu, _: gpu.pcie_replays),
+    pynvml.NVML_FI_DEV_PERF_POLICY_POWER: (
+        _ULL,
+        lambda gpu, _: int(gpu.power_violation_s * 1e9),
     ),
+    pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL: (
+        _ULL,
+        lambda gpu, _: int(gpu.thermal_violation_s * 1e9),
+    ),
+    pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT: (_UINT, lambda gpu, _: _nvlinks(gpu)),
+    pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: (_ULL, _nvlink_kib(NVLINK_TX)),
+    pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: (_ULL, _nvlink_kib(NVLINK_RX)),
 }
 
 
 @dataclass(eq=False)
 class GpmSample:
-    """What an ``nvmlGpmSample_t`` holds: when, and the activity counters at that moment."""
+    """What an ``nvmlGpmSample_t`` holds: when, the activity counters, and of what.
+
+    ``whole_gpu`` is false for GPU-instance and MIG-device samples; ``decoders`` is the
+    NVDEC count of what was sampled; the bandwidths turn PCIe/NVLink levels into bytes/s.
+    """
 
     struct: Any  # kept here so the handle's address stays valid until freed
     time: float | None = None
     totals: Vector | None = None
+    whole_gpu: bool = True
+    decoders: int = 0
+    pcie_bytes_per_s: float = 0.0
+    nvlink_bytes_per_s: float = 0.0
+
+    def take(self, gpu: SimGpu, totals: Vector, decoders: int, whole_gpu: bool) -> None:
+        """Record ``totals`` of something on ``gpu``, at the GPU's time."""
+        self.time, self.totals = gpu.time, totals
+        self.whole_gpu, self.decoders = whole_gpu, decoders
+        self.pcie_bytes_per_s = gpu.model.pcie_bytes_per_s
+        self.nvlink_bytes_per_s = gpu.model.nvlink_bytes_per_s
 
 
 class TelemetryCalls(Session):
@@ -145,21 +236,109 @@ class TelemetryCalls(Session):
             levels = gpu.levels()
             utilization = pynvml.c_nvmlUtilization_t()
             utilization.gpu = round(100 * levels[GR])
+            # The memory controller's busy time, modelled as the DRAM level. An H200 said 23 %
+            # where GPM DRAM_BW_UTIL said 14.7 %: close, not equal, on hardware.
             utilization.memory = round(100 * levels[DRAM])
             return utilization
+
+    def _codec_gpu(self, handle: Any) -> SimGpu:
+        """The GPU behind an encoder/decoder query; NotSupported for anything MIG."""
+        gpu = self._gpu(handle)
+        if gpu.mig_enabled:  # nvml.h: not supported on MIG-enabled GPUs
+            raise fail(_NOT_SUPPORTED)
+        self._fleet.advance(gpu)
+        return gpu
+
+    def nvmlDeviceGetEncoderUtilization(self, handle: Any) -> list[int]:
+        """``[utilization %, samplingPeriodUs]``: 0, the simulated GPUs have no NVENC.
+
+        An H200 (no NVENC either) answers ``[0, 100000]``, not NotSupported.
+        """
+        with self._call(handle):
+            self._codec_gpu(handle)
+            return [0, _CODEC_PERIOD_US]
+
+    def nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int]:
+        """``[utilization %, samplingPeriodUs]``: the decode level of the GPU's workload."""
+        with self._call(handle):
+            gpu = self._codec_gpu(handle)
+            return [round(100 * gpu.levels()[DECODE]), _CODEC_PERIOD_US]
+
+    def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
+        """PCIe TX or RX throughput in KB/s (of 1024 bytes), the whole GPU's, MIG mode or not.
+
+        An H200 answered 3899213 KB/s TX where GPM said 3814 MiB/s: KB are KiB. The driver
+        measures over a 20 ms window (each call took 20.9 ms there); the fake answers the
+        instantaneous level at once, without sleeping, as it holds the fleet lock.
+        """
+        with self._call(device):
+            gpu = self._gpu(device)
+            positions = {
+                pynvml.NVML_PCIE_UTIL_TX_BYTES: PCIE_TX,
+                pynvml.NVML_PCIE_UTIL_RX_BYTES: PCIE_RX,
+            }
+            if counter not in positions:
+                raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            self._fleet.advance(gpu)
+            return int(gpu.levels()[positions[counter]] * gpu.model.pcie_bytes_per_s / 1024)
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int:
+        """PCIe replays since the driver loaded; 0 unless the fleet injected some."""
+        with self._call(handle):
+            return self._gpu(handle).pcie_replays & 0xFFFFFFFF  # a C unsigned int
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        """Bitmask of ``nvmlClocksEventReason*``: GPU idle, SW power cap, SW thermal slowdown.
+
+        An H200 said 0x1 idle and 0x4 at 692 W of its 700 W limit.
+        """
+        with self._call(handle):
+            gpu = self._gpu(handle)
+            self._fleet.advance(gpu)
+            return gpu.clocks_event_reasons()
+
+    def nvmlDeviceGetSupportedClocksEventReasons(self, handle: Any) -> int:
+        """``nvmlClocksEventReasonAll`` (0x1ff), as an H200 answers."""
+        with self._call(handle):
+            self._gpu(handle)
+            return int(pynvml.nvmlClocksEventReasonAll)
+
+    def nvmlDeviceGetViolationStatus(self, device: Any, perfPolicyType: int) -> Any:
+        """``c_nvmlViolationTime_t``: now in us since 1970, and ns spent held back so far.
+
+        POWER counts the time power-capped, THERMAL the time thermally slowed down (the
+        overheat fault); the other policies below NVML_PERF_POLICY_COUNT stay at 0.
+        """
+        with self._call(device):
+            gpu = self._gpu(device)
+            valid = isinstance(perfPolicyType, int) and not isinstance(perfPolicyType, bool)
+            if not valid or not 0 <= perfPolicyType < pynvml.NVML_PERF_POLICY_COUNT:
+                raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            self._fleet.advance(gpu)
+            seconds = {
+                pynvml.NVML_PERF_POLICY_POWER: gpu.power_violation_s,
+                pynvml.NVML_PERF_POLICY_THERMAL: gpu.thermal_violation_s,
+            }.get(perfPolicyType, 0.0)
+            status = pynvml.c_nvmlViolationTime_t()
+            status.referenceTime = int(time.time() * 1_000_000)  # as the H200 answered
+            status.violationTime = int(seconds * 1e9)
+            return status
 
     # --- field values: one status per entry ---
 
     def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Any) -> Any:
         """A ``c_nvmlFieldValue_t`` array, one per item of ``fieldIds``, each with its status.
 
-        Items are field ids or ``(fieldId, scopeId)`` pairs, as for pynvml. Only
-        NVML_FI_DEV_GET_GPU_RECOVERY_ACTION is answered (unsigned int, ``value.uiVal``).
-        Every other entry fails on its own while the call succeeds, as on an H100 with driver
-        580.159.04: ids NVML does not know (0, NVML_FI_MAX and above) with
-        NVML_ERROR_INVALID_ARGUMENT and no timestamp, the fields the simulator does not model
-        with NVML_ERROR_NOT_SUPPORTED. The call fails as a whole for an uninitialised
-        library, an empty ``fieldIds``, a bad handle or a lost GPU.
+        Items are field ids or ``(fieldId, scopeId)`` pairs, as for pynvml. Answered: the
+        recovery action, memory temperature, PCIe replays, the power and thermal violation
+        counters (ns), the NVLink count and the NVLink data TX/RX counters (KiB; scopeId a
+        link index, or 0xFFFFFFFF for all links; another scopeId fails its entry with
+        NVML_ERROR_INVALID_ARGUMENT). The NVLink fields answer NVML_ERROR_NOT_SUPPORTED on a
+        GPU without links and in MIG mode. Every other entry fails on its own while the call
+        succeeds, as on an H100 with driver 580.159.04: ids NVML does not know (0,
+        NVML_FI_MAX and above) with NVML_ERROR_INVALID_ARGUMENT and no timestamp, the fields
+        the simulator does not model with NVML_ERROR_NOT_SUPPORTED. The call fails as a whole
+        for an uninitialised library, an empty ``fieldIds``, a bad handle or a lost GPU.
         """
         values = (pynvml.c_nvmlFieldValue_t * len(fieldIds))()
         self._check_init()  # pynvml looks the function up before it unpacks the ids
@@ -172,6 +351,7 @@ class TelemetryCalls(Session):
             raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)  # valuesCount 0, as measured
         with self._call(handle):
             gpu, mig = self._device(handle)
+            self._fleet.advance(gpu)
             stamp = int(time.time() * 1_000_000)  # CPU time in microseconds since 1970
             for value in values:
                 if not 0 < value.fieldId < pynvml.NVML_FI_MAX:
@@ -181,14 +361,19 @@ class TelemetryCalls(Session):
                 field = _FIELDS.get(value.fieldId)
                 # nvml.h documents field values for "the device handle of the GPU" and says
                 # nothing of MIG device handles (and the measured GPU was not in MIG mode);
-                # the recovery action belongs to the whole GPU, so a MIG device handle
-                # answers NOT_SUPPORTED per entry: an assumption, not a measurement.
+                # these fields belong to the whole GPU, so a MIG device handle answers
+                # NOT_SUPPORTED per entry: an assumption, not a measurement.
                 if field is None or mig is not None:
                     value.nvmlReturn = _NOT_SUPPORTED
                     continue
-                value_type, member, read = field
+                (value_type, member), read = field
+                try:
+                    answer = read(gpu, value.scopeId)
+                except pynvml.NVMLError as error:
+                    value.nvmlReturn = error.value
+                    continue
                 value.valueType = value_type
-                setattr(value.value, member, read(gpu))
+                setattr(value.value, member, answer)
                 value.nvmlReturn = pynvml.NVML_SUCCESS
         return values
 
@@ -295,8 +480,11 @@ class TelemetryCalls(Session):
                 raise fail(_NOT_SUPPORTED)
             sample = self._sample(gpmSample)
             self._fleet.advance(gpu)
-            sample.time = gpu.time
-            sample.totals = gpu.totals if mig is None else mig.workload.totals
+            if mig is None:
+                sample.take(gpu, gpu.totals, gpu.model.decoders, whole_gpu=True)
+            else:  # a MIG device shares its GPU instance's decoders
+                decoders = mig.gpu_instance.profile.decoders
+                sample.take(gpu, mig.workload.totals, decoders, whole_gpu=False)
             return gpmSample
 
     def nvmlGpmMigSampleGet(self, device: Any, gpuInstanceId: int, gpmSample: Any) -> Any:
@@ -312,12 +500,18 @@ class TelemetryCalls(Session):
                 raise fail(pynvml.NVML_ERROR_NOT_FOUND)
             sample = self._sample(gpmSample)
             self._fleet.advance(gpu)
-            sample.time = gpu.time
-            sample.totals = gi.totals
+            sample.take(gpu, gi.totals, gi.profile.decoders, whole_gpu=False)
             return gpmSample
 
     def nvmlGpmMetricsGet(self, metricsGet: Any) -> Any:
-        """Averages between ``sample1`` and ``sample2`` in percent, per-metric return codes."""
+        """Averages between ``sample1`` and ``sample2``, per-metric return codes.
+
+        Ratios in percent (GR, SM, occupancy, tensor, DRAM, FP64/32/16, NVDEC per engine),
+        PCIe and NVLink in MiB/s. NVDEC engines past the sampled entity's decoder count, and
+        NVJPG and NVENC, answer 0.0 with SUCCESS, as on an H200. PCIe and NVLink belong to the
+        GPU: GPU-instance and MIG-device samples answer NOT_SUPPORTED for them (an
+        assumption); NVLink reads 0.0 in MIG mode. Other metrics answer NOT_SUPPORTED.
+        """
         self._check_init()
         if not isinstance(metricsGet, pynvml.c_nvmlGpmMetricsGet_t):
             raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -329,20 +523,39 @@ class TelemetryCalls(Session):
             first, second = self._sample(metricsGet.sample1), self._sample(metricsGet.sample2)
             if first.totals is None or second.totals is None:
                 raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            # Samples out of order or of different entities give garbage, as on hardware.
             elapsed = (second.time or 0.0) - (first.time or 0.0)
+            rates = tuple(
+                (b - a) / elapsed if elapsed else 0.0
+                for a, b in zip(first.totals, second.totals, strict=True)
+            )
             for position in range(metricsGet.numMetrics):
                 metric = metricsGet.metrics[position]
-                where = _GPM_METRICS.get(metric.metricId)
-                if where is None:
-                    known = 0 < metric.metricId < pynvml.NVML_GPM_METRIC_MAX
-                    metric.nvmlReturn = (
-                        _NOT_SUPPORTED if known else pynvml.NVML_ERROR_INVALID_ARGUMENT
-                    )
-                    metric.value = 0.0
-                    continue
-                delta = second.totals[where] - first.totals[where]
-                # Samples out of order or of different entities give garbage, as on hardware.
-                percent = 100 * delta / elapsed if elapsed else 0.0
-                metric.value = min(100.0, max(0.0, percent))
-                metric.nvmlReturn = pynvml.NVML_SUCCESS
+                metric.nvmlReturn, metric.value = _gpm_metric(metric.metricId, rates, second)
         return metricsGet
+
+
+def _gpm_metric(metric_id: int, rates: Vector, sample: GpmSample) -> tuple[int, float]:
+    """(nvmlReturn, value) of one GPM metric, from the levels' averages over the window."""
+    ratio = _gpm_ratio(metric_id, rates, sample.decoders)
+    if ratio is not None:
+        return pynvml.NVML_SUCCESS, min(100.0, max(0.0, 100 * ratio))
+    if metric_id in _GPM_RATES:
+        if not sample.whole_gpu:
+            return _NOT_SUPPORTED, 0.0
+        where, nvlink = _GPM_RATES[metric_id]
+        bandwidth = sample.nvlink_bytes_per_s if nvlink else sample.pcie_bytes_per_s
+        return pynvml.NVML_SUCCESS, max(0.0, rates[where] * bandwidth / MIB)
+    known = 0 < metric_id < pynvml.NVML_GPM_METRIC_MAX
+    return (_NOT_SUPPORTED if known else pynvml.NVML_ERROR_INVALID_ARGUMENT), 0.0
+
+
+def _gpm_ratio(metric_id: int, rates: Vector, decoders: int) -> float | None:
+    """The 0-1 average behind a GPM utilization metric; None for the other metrics."""
+    if metric_id in _GPM_METRICS:
+        return rates[_GPM_METRICS[metric_id]]
+    if metric_id in _NVDEC:
+        return rates[DECODE] if metric_id - _NVDEC.start < decoders else 0.0
+    if metric_id in _IDLE_ENGINES:
+        return 0.0
+    return None

@@ -33,7 +33,7 @@ ADVANCE_STEP_S = 0.001
 # Structs of destroyed instances kept allocated (see Fleet.retire): enough for days of
 # scenario-driven reconfiguration, bounded so a long demo does not grow without end.
 _RETIRED_KEPT = 100_000
-GPU_FAULTS = ("fall_off_bus", "hang", "profiling_multipass", "recover")
+GPU_FAULTS = ("fall_off_bus", "hang", "profiling_multipass", "overheat", "recover")
 HOSTENGINE_FAULTS = ("hostengine_down", "hostengine_up")  # the node's nv-hostengine
 NODE_FAULTS = (*HOSTENGINE_FAULTS, "nvml_shutdown")  # faults of the node, not of one GPU
 FAULTS = GPU_FAULTS + NODE_FAULTS
@@ -499,6 +499,26 @@ class Fleet:
                 "value": value,
             }
 
+    def inject_pcie_replays(self, gpu: int, count: int = 1) -> dict[str, Any]:
+        """Count ``count`` PCIe replays on a GPU (link-level retransmissions, no event).
+
+        ``nvmlDeviceGetPcieReplayCounter``, NVML field NVML_FI_DEV_PCIE_REPLAY_COUNTER and
+        DCGM field 202 report the running total; it never decreases, not even on ``recover``.
+        """
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise SimError(f"count must be an integer, not {count!r}")
+        if not 1 <= count <= MAX_EVENTS:
+            raise SimError(f"count must be between 1 and {MAX_EVENTS}, not {count}")
+        with self.lock:
+            sim = self._gpu(gpu)
+            sim.pcie_replays += count
+            return {
+                "gpu": sim.index,
+                "gpu_uuid": sim.uuid,
+                "count": count,
+                "total": sim.pcie_replays,
+            }
+
     def _node_fault(self, kind: str) -> dict[str, Any]:
         if kind == "nvml_shutdown":
             for session in list(self.sessions):
@@ -513,12 +533,14 @@ class Fleet:
             return self._describe_hostengine()
 
     def fault(self, gpu: int | None = None, kind: str = "") -> dict[str, Any]:
-        """Make a GPU fall off the bus, hang, or recover with the same handles.
+        """Make a GPU fall off the bus, hang, overheat, or recover with the same handles.
 
         ``profiling_multipass`` makes the host engine list SM occupancy (1003) in a pass of its
         own, so that it cannot be watched with 1002 and 1004; DCGM clients see it when they
         next read the GPU's metric groups. ``fall_off_bus`` raises XID 79 and
         ``nvmlEventTypeGpuUnavailableError`` before the GPU's calls start failing.
+        ``overheat`` is a cooling failure: the GPU runs above its slowdown temperature with
+        SW_THERMAL_SLOWDOWN set and a lower SM clock, accumulating thermal violation time.
         ``recover`` undoes every GPU fault and, like a GPU reset, sets the recovery action back
         to ``none`` (silently: no recovery action event).
 
@@ -549,12 +571,22 @@ class Fleet:
                 sim.state = GpuState.HUNG
             elif kind == "profiling_multipass":
                 sim.profiling_multipass = True
+            elif kind == "overheat":
+                sim.advance(self.now())  # violation time counts from now, not the last read
+                sim.overheated = True
             else:  # recover
+                sim.advance(self.now())
                 sim.state = GpuState.OK
                 sim.not_hung.set()
                 sim.profiling_multipass = False
+                sim.overheated = False
                 sim.recovery_action = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
-            return {"gpu": sim.index, "gpu_uuid": sim.uuid, "state": sim.state.value}
+            return {
+                "gpu": sim.index,
+                "gpu_uuid": sim.uuid,
+                "state": sim.state.value,
+                "overheated": sim.overheated,
+            }
 
     def describe(self) -> dict[str, Any]:
         """The fleet as JSON-able data: GPUs, their instances, placements and MIG UUIDs."""
@@ -578,6 +610,7 @@ class Fleet:
                 "mig_enabled": gpu.mig_enabled,
                 "state": gpu.state.value,
                 "recovery_action": recovery_action_name(gpu.recovery_action),
+                "overheated": gpu.overheated,
                 "gpu_instances": [
                     {
                         "id": gi.id,

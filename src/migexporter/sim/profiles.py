@@ -77,12 +77,22 @@ class GpuModel:
     power_limit_w: int
     idle_power_w: int
     gpm: bool  # GPM exists on Hopper and newer only
+    nvlinks: int  # NVLink links; 0 for none
+    pcie_bytes_per_s: float  # nominal PCIe bandwidth per direction
+    nvlink_bytes_per_s: float  # nominal NVLink bandwidth per direction, all links together
+    encoders: int  # NVENC engines of the whole GPU
+    slowdown_temp_c: int  # die temperature where the driver slows the clocks down
     profiles: tuple[GiProfile, ...]
 
     @property
     def max_mig_devices(self) -> int:
         """What nvmlDeviceGetMaxMigDeviceCount says with MIG enabled: one per compute slice."""
         return self.compute_slices
+
+    @property
+    def decoders(self) -> int:
+        """NVDEC engines of the whole GPU: the decoder column of its whole-GPU profile."""
+        return self.full_profile.decoders
 
     @property
     def sms_per_slice(self) -> int:
@@ -176,6 +186,15 @@ _2R1 = pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1  # the "+me" 2g profile (A3
 _SEVEN = (0, 1, 2, 3, 4, 5, 6)  # 1g placements on an 8-memory-slice GPU: {0..6}:1
 
 
+# PCIe per direction, nominal: 16 lanes x 32 GT/s (Gen5) or 16 GT/s (Gen4) x 128b/130b is
+# 63.0 or 31.5 GB/s; rounded as NVIDIA's datasheets round them (H100 SXM: "PCIe Gen5: 128GB/s",
+# both directions; A100: "PCIe Gen4: 64GB/s").
+_PCIE_GEN5_X16 = 64e9
+_PCIE_GEN4_X16 = 32e9
+# ASSUMPTION: the die temperature where the driver starts slowing down (nvidia-smi -q "GPU
+# Slowdown Temp"); not measured on any of these models.
+_SLOWDOWN_TEMP_C = 87
+
 # Row fields: index, id, name, slices, instances, SMs, CE, DEC, JPEG, OFA, memory MB, starts, size.
 # Placements on 8 memory slices are the same on A100, H100 and H200: nvidia-smi mig -lgipp in
 # the MIG user guide ("Getting Started"; also NVIDIA's H100 NVL blog) prints
@@ -196,6 +215,11 @@ H100_80GB = GpuModel(
     power_limit_w=700,
     idle_power_w=70,
     gpm=True,
+    nvlinks=18,  # NVIDIA's HGX H100 pages: 18 NVLink 4 links per GPU, 900 GB/s both ways
+    pcie_bytes_per_s=_PCIE_GEN5_X16,
+    nvlink_bytes_per_s=450e9,
+    encoders=0,  # no NVENC: the datasheet lists decoders only (7 NVDEC, 7 NVJPG)
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
     profiles=(
         GiProfile(_1, 19, "1g.10gb", 1, 7, 16, 1, 1, 1, 0, 9984, _SEVEN, 1),
         GiProfile(_1R1, 20, "1g.10gb+me", 1, 1, 16, 1, 1, 1, 1, 9984, _SEVEN, 1),
@@ -226,6 +250,13 @@ H200_141GB = GpuModel(
     power_limit_w=700,
     idle_power_w=75,
     gpm=True,
+    nvlinks=18,  # H200 SXM datasheet: NVLink 900 GB/s both ways; 18 links assumed as on H100
+    pcie_bytes_per_s=_PCIE_GEN5_X16,
+    nvlink_bytes_per_s=450e9,
+    # No NVENC, yet nvmlDeviceGetEncoderUtilization answers [0, 100000] (H200, driver
+    # 580.159.04: benchmarks/results/nvml_calls-h200.json).
+    encoders=0,
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
     profiles=(
         GiProfile(_1, 19, "1g.18gb", 1, 7, 16, 1, 1, 1, 0, 16384, _SEVEN, 1),
         GiProfile(_1R1, 20, "1g.18gb+me", 1, 1, 16, 1, 1, 1, 1, 16384, _SEVEN, 1),
@@ -254,6 +285,11 @@ A100_40GB = GpuModel(
     power_limit_w=400,
     idle_power_w=55,
     gpm=False,
+    nvlinks=12,  # A100 whitepaper: 12 NVLink 3 links, 600 GB/s both ways (datasheet: 600 GB/s)
+    pcie_bytes_per_s=_PCIE_GEN4_X16,
+    nvlink_bytes_per_s=300e9,
+    encoders=0,  # no NVENC: the A100 datasheet lists decoders only
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
     profiles=(
         GiProfile(_1, 19, "1g.5gb", 1, 7, 14, 1, 0, 0, 0, 4864, _SEVEN, 1),
         GiProfile(_1R1, 20, "1g.5gb+me", 1, 1, 14, 1, 1, 1, 1, 4864, _SEVEN, 1),
@@ -282,6 +318,11 @@ A100_80GB = GpuModel(
     power_limit_w=400,
     idle_power_w=60,
     gpm=False,
+    nvlinks=12,  # as A100-SXM4-40GB
+    pcie_bytes_per_s=_PCIE_GEN4_X16,
+    nvlink_bytes_per_s=300e9,
+    encoders=0,
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
     profiles=(
         GiProfile(_1, 19, "1g.10gb", 1, 7, 14, 1, 0, 0, 0, 9728, _SEVEN, 1),
         GiProfile(_1R1, 20, "1g.10gb+me", 1, 1, 14, 1, 1, 1, 1, 9728, _SEVEN, 1),
@@ -311,6 +352,13 @@ A30_24GB = GpuModel(
     power_limit_w=165,
     idle_power_w=30,
     gpm=False,
+    # The A30 can take an NVLink bridge to one other A30 (datasheet: 200 GB/s); the
+    # simulated cards have none.
+    nvlinks=0,
+    pcie_bytes_per_s=_PCIE_GEN4_X16,
+    nvlink_bytes_per_s=0.0,
+    encoders=0,  # no NVENC: the A30 datasheet lists 4 NVDEC, 1 NVJPG, 1 OFA
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
     profiles=(
         GiProfile(_1, 14, "1g.6gb", 1, 4, 14, 1, 1, 0, 0, 5952, (0, 1, 2, 3), 1),
         GiProfile(_1R1, 21, "1g.6gb+me", 1, 1, 14, 1, 1, 1, 1, 5952, (0, 1, 2, 3), 1),
