@@ -1,6 +1,7 @@
 """Sampling cost: CPU the collector spends per cycle and per instance, the simulator's subtracted.
 
 Usage: python benchmarks/sampling.py [--quick] [--seconds S] [--backend nvml|dcgm|both]
+                                     [--interval 1|0.1]
 
 In process: builds 8 simulated H100s with seven 1g.10gb GPU instances each and runs the
 collector as `migexporter --simulate` does (the same Collector, backends, event loop and switch
@@ -211,13 +212,21 @@ async def run(
     spent = {key: after[key] - before[key] for key in before}
     return {"gpus": gpus, "instances": instances, "cycles": spent["samples"] / max(gpus, 1)} | {
         key: spent[key]
-        for key in ("process_s", "wall_s", "simulator_s", "calls", "render_s", "sample_s")
+        for key in (
+            "process_s",
+            "wall_s",
+            "simulator_s",
+            "calls",
+            "render_s",
+            "renders",
+            "sample_s",
+        )
     }
 
 
 def _marks(meters: Meters) -> dict[str, float]:
     simulator_s, calls = meters.simulator.totals()
-    render_s, _ = meters.render.totals()
+    render_s, renders = meters.render.totals()
     sample_s, samples = meters.samples.totals()
     return {
         "process_s": time.process_time(),
@@ -225,6 +234,7 @@ def _marks(meters: Meters) -> dict[str, float]:
         "simulator_s": simulator_s,
         "calls": calls,
         "render_s": render_s,
+        "renders": renders,
         "sample_s": sample_s,
         "samples": samples,
     }
@@ -254,6 +264,8 @@ def figures(raw: dict[str, float], overhead: dict[str, float]) -> dict[str, Any]
         "collector_cpu_us_per_instance": round(per_cycle_ms * 1e3 / max(raw["instances"], 1), 2),
         "backend_sample_cpu_ms_per_cycle": round(raw["sample_s"] / cycles * 1e3, 3),
         "render_cpu_ms_per_cycle": round(raw["render_s"] / cycles * 1e3, 3),
+        # More than one: late GPU samples or event bursts, each rendered as it arrives.
+        "renders_per_cycle": round(raw["renders"] / cycles, 2),
         "collector_pct_of_one_core": round(collector_s / raw["wall_s"] * 100, 3),
     }
 
@@ -269,13 +281,9 @@ async def measure(
     # The collector looks render up in its module on every use: time it there.
     with mock.patch.object(collector_module, "render", render_meter.wrap(exposition.render)):
         for backend_name in backends:
-            for interval in INTERVALS_S:
-                raw = await run(backend_name, interval, seconds[interval], render_meter)
-                row = {
-                    "backend": backend_name,
-                    "interval_s": interval,
-                    "seconds": seconds[interval],
-                }
+            for interval, length in seconds.items():
+                raw = await run(backend_name, interval, length, render_meter)
+                row = {"backend": backend_name, "interval_s": interval, "seconds": length}
                 rows.append(row | figures(raw, overhead))
     return rows, overhead
 
@@ -285,6 +293,8 @@ def main() -> int:
     args = _arguments()
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     seconds = QUICK_SECONDS if args.quick else dict.fromkeys(INTERVALS_S, args.seconds)
+    if args.interval is not None:
+        seconds = {args.interval: seconds[args.interval]}
     logging.basicConfig(level=logging.WARNING, format="sampling: %(name)s: %(message)s")
     sys.setswitchinterval(cli.SWITCH_INTERVAL_S)  # as the exporter runs
     try:
@@ -293,15 +303,6 @@ def main() -> int:
     except BenchmarkError as error:
         print(f"sampling: {error}", file=sys.stderr)
         return CANNOT_RUN
-    target_row = next(r for r in rows if r["interval_s"] == 1.0 and r["backend"] == backends[0])
-    met = target_row["collector_pct_of_one_core"] < TARGET_PCT_OF_CORE
-    target = {
-        "backend": backends[0],
-        "interval_s": 1.0,
-        "pct_of_one_core": target_row["collector_pct_of_one_core"],
-        "limit_pct": TARGET_PCT_OF_CORE,
-        "met": met,
-    }
     summary = [
         f"{r['backend']} at {r['interval_s'] * 1e3:g} ms, {r['cycles']:g} cycles: "
         f"{r['collector_cpu_ms_per_cycle']:.2f} ms CPU per cycle, "
@@ -311,10 +312,23 @@ def main() -> int:
         f"core; the simulator's {r['simulator_share_pct']}% of process CPU subtracted"
         for r in rows
     ]
-    summary.append(
-        f"target < {TARGET_PCT_OF_CORE:g}% of one core at 1 s ({backends[0]}): "
-        f"{'met' if met else 'MISSED'}"
+    target = None  # the target is for 1 s: absent when only 100 ms ran
+    target_row = next(
+        (r for r in rows if r["interval_s"] == 1.0 and r["backend"] == backends[0]), None
     )
+    if target_row is not None:
+        met = target_row["collector_pct_of_one_core"] < TARGET_PCT_OF_CORE
+        target = {
+            "backend": backends[0],
+            "interval_s": 1.0,
+            "pct_of_one_core": target_row["collector_pct_of_one_core"],
+            "limit_pct": TARGET_PCT_OF_CORE,
+            "met": met,
+        }
+        summary.append(
+            f"target < {TARGET_PCT_OF_CORE:g}% of one core at 1 s ({backends[0]}): "
+            f"{'met' if met else 'MISSED'}"
+        )
     report(
         "sampling",
         {
@@ -337,6 +351,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="two cycles at 1 s, five at 100 ms")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="run length per interval")
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        choices=INTERVALS_S,
+        help="only this sampling interval, in seconds (default: each of them)",
+    )
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error("--seconds must be positive")

@@ -6,6 +6,7 @@ import ctypes
 import logging
 import math
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -197,11 +198,10 @@ class _GpuState:
     # Samples done with, to be filled again: allocating and freeing one per entity and cycle
     # would be driver calls spent on nothing. Holds one sample in steady state.
     gpm_spare: list[Any] = field(default_factory=list)
-    # One metrics request per scope, its metric ids set once: pynvml's structs make every field
-    # access a Python call, which was most of the backend's own cost per instance.
+    # One metrics request per scope, its metric ids set once (see _gpm_layout on the cost).
     gpm_requests: dict[catalog.Scope, Any] = field(default_factory=dict)
     # Field values still asked for: one that answered "not supported" is not asked again.
-    fields: tuple[_Field, ...] = _FIELDS
+    fields: tuple[_Field, ...] = ()
     clock_reasons: int | None = None  # the clock-event reasons the GPU supports, once read
 
 
@@ -231,6 +231,7 @@ class NvmlBackend:
         self._said: set[str] = set()  # one-time log lines already written
         self._event_set: Any = None
         self._registered: set[str] = set()
+        self._gpm_slots: tuple[int, struct.Struct] | None = None  # see _gpm_layout
         # Unprivileged NVML delivers only whole-device events in MIG mode (nvml.h), so its
         # XIDs cannot be attributed to instances; the DCGM backend then counts DCGM's.
         self.sees_instance_events = True
@@ -314,7 +315,7 @@ class NvmlBackend:
                 absent=previous.absent if previous and same else set(),
                 gpm_previous=previous.gpm_previous if previous else {},
                 gpm_spare=previous.gpm_spare if previous else [],
-                fields=previous.fields if previous and same else _FIELDS,
+                fields=previous.fields if previous and same else self._known_fields(),
             )
             instances = self._discover_instances(state) if mig_enabled else ()
         except n.NVMLError as error:
@@ -559,17 +560,32 @@ class NvmlBackend:
         self, request: Any, scope: catalog.Scope, readings: Readings, *, skip_nvlink: bool
     ) -> None:
         """The answered metrics: ratios from percent, rates from MiB/s to bytes/s."""
-        slots, ratios = request.metrics, catalog.PROFILING[scope]
-        for slot, field_id in enumerate(_GPM_FIELDS[scope]):
-            metric = slots[slot]
-            value = metric.value
-            if metric.nvmlReturn != self._nvml.NVML_SUCCESS or math.isnan(value):
+        fields, ratios = _GPM_FIELDS[scope], catalog.PROFILING[scope]
+        offset, layout = self._gpm_layout()
+        raw = ctypes.string_at(ctypes.addressof(request) + offset, layout.size * len(fields))
+        success = self._nvml.NVML_SUCCESS
+        for field_id, (status, value) in zip(fields, layout.iter_unpack(raw), strict=True):
+            if status != success or math.isnan(value):
                 continue
             if field_id in ratios:  # GPM speaks percent; clamp the driver's rounding past 100 %
                 readings.set(ratios[field_id], min(max(value, 0.0), 100.0) / 100)
             elif not (skip_nvlink and field_id in catalog.NVLINK_FIELDS):
                 rate, direction = GPM_RATES[field_id]
                 readings.set(rate, max(value, 0.0) * MIB, direction)
+
+    def _gpm_layout(self) -> tuple[int, struct.Struct]:
+        """Where a metrics request's results lie, and each slot's (nvmlReturn, value).
+
+        Read as bytes in one call: through pynvml's struct classes every field access is a
+        Python call, which was most of this backend's own cost per instance.
+        """
+        if self._gpm_slots is None:
+            n = self._nvml
+            slot = n.c_nvmlGpmMetric_t
+            status, value, size = slot.nvmlReturn.offset, slot.value.offset, ctypes.sizeof(slot)
+            layout = struct.Struct(f"={status}xI{value - status - 4}xd{size - value - 8}x")
+            self._gpm_slots = (n.c_nvmlGpmMetricsGet_t.metrics.offset, layout)
+        return self._gpm_slots
 
     def _read_clock_events(self, run: _Pass) -> None:
         """One 0/1 reading per clock-event reason the GPU supports."""
@@ -592,12 +608,16 @@ class NvmlBackend:
             if state.clock_reasons & bit:
                 run.result.gpu.set(catalog.GPU_CLOCK_EVENT, bool(active & bit), reason)
 
+    def _known_fields(self) -> tuple[_Field, ...]:
+        """The field values these bindings can name: older ones lack the newest constants."""
+        return tuple(f for f in _FIELDS if hasattr(self._nvml, f.name))
+
     def _read_fields(self, run: _Pass) -> None:
         """The batched field values; each entry answers on its own."""
         n, state = self._nvml, run.state
-        wanted = [f for f in state.fields if hasattr(n, f.name)]  # older bindings lack some
+        wanted = state.fields
         if state.mig_enabled:  # NVLink is not supported in MIG mode
-            wanted = [f for f in wanted if f.metric is not catalog.GPU_NVLINK_BYTES]
+            wanted = tuple(f for f in wanted if f.metric is not catalog.GPU_NVLINK_BYTES)
         if not wanted:
             return
         ids = [(getattr(n, f.name), f.scope) for f in wanted]

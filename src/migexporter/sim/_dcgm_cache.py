@@ -109,20 +109,37 @@ class Watch:
     # 449: (fleet time, KiB) of the last stored sample, what DCGM keeps as its value2.
     nvlink_counter: tuple[float, int] | None = None
 
-    @property
-    def interval_s(self) -> float:
-        """The fastest watcher wins."""
-        return min(w.interval_s for w in self.watchers.values())
+    # What the watchers ask for together, set by ``watch``/``unwatch``: every engine call
+    # updates and trims every watch, so these are kept rather than recomputed each time.
+    interval_s: float = 0.0  # the fastest watcher wins
+    retention_s: float = 0.0  # the longest retention wins
+    cap: int = 0  # the largest sample count when every watcher caps it, else 0
+
+    def watch(self, owner: int, watcher: Watcher) -> None:
+        """Add or replace one owner's watcher."""
+        self.watchers[owner] = watcher
+        self._combine()
+
+    def unwatch(self, owner: int) -> None:
+        """Remove one owner's watcher (the caller drops the watch with the last one)."""
+        self.watchers.pop(owner, None)
+        if self.watchers:
+            self._combine()
+
+    def _combine(self) -> None:
+        watchers = self.watchers.values()
+        self.interval_s = min(w.interval_s for w in watchers)
+        self.retention_s = max(w.retention_s for w in watchers)
+        counts = [w.keep_samples for w in watchers]
+        self.cap = max(counts) if all(counts) else 0
 
     def trim(self, now: float) -> None:
         """Drop samples past the longest retention, and past the largest count if all cap it."""
-        retention = max(w.retention_s for w in self.watchers.values())
-        while self.samples and self.samples[0].time < now - retention:
-            self.samples.popleft()
-        counts = [w.keep_samples for w in self.watchers.values()]
-        if all(counts):
-            while len(self.samples) > max(counts):
-                self.samples.popleft()
+        samples, oldest = self.samples, now - self.retention_s
+        while samples and samples[0].time < oldest:
+            samples.popleft()
+        while self.cap and len(samples) > self.cap:
+            samples.popleft()
 
 
 def _strip_mig(name: str) -> str:
@@ -559,7 +576,7 @@ class Cache:
         watch = self.watches.get(key)
         if watch is None:
             return
-        watch.watchers.pop(owner, None)
+        watch.unwatch(owner)
         if not watch.watchers:
             self._free_baseline(watch)
             del self.watches[key]

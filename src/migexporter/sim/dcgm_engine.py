@@ -629,7 +629,7 @@ class SimHostEngine:
             watcher = Watcher(updateFreq / 1e6, maxKeepAge, maxKeepSamples)
             for key in keys:
                 watch = process.cache.watches.setdefault(key, Watch(key))
-                watch.watchers[connection.owner] = watcher
+                watch.watch(connection.owner, watcher)
 
     def dcgmUnwatchFields(self, dcgm_handle: int, groupId: int, fieldGroupId: int) -> None:
         """Stop this connection's watches of a field group on a group's entities."""
