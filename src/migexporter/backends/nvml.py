@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 
 UNATTRIBUTED = 0xFFFFFFFF  # NVML_GPU_INSTANCE_ID_ANY / NVML_COMPUTE_INSTANCE_ID_ANY in event data
 MIB = 1 << 20
+_SUCCESS = 0  # NVML_SUCCESS in every NVML; read per metric and field, so not looked up each time
 
 # DCGM profiling field -> NVML GPM metric id (DCGM's own mapping, facts nvml-mig.md §4.3).
 GPM_METRICS: dict[int, int] = {
@@ -232,6 +233,7 @@ class NvmlBackend:
         self._event_set: Any = None
         self._registered: set[str] = set()
         self._gpm_slots: tuple[int, struct.Struct] | None = None  # see _gpm_layout
+        self._memory_version: int = nvml.nvmlMemory_v2  # a constant, but computed by pynvml
         # Unprivileged NVML delivers only whole-device events in MIG mode (nvml.h), so its
         # XIDs cannot be attributed to instances; the DCGM backend then counts DCGM's.
         self.sees_instance_events = True
@@ -461,7 +463,7 @@ class NvmlBackend:
             value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
             if value is not None:
                 readings.set(metric, value, *extra)
-        memory = self._read(run, "memory", partial(_memory_info, n, handle))
+        memory = self._read(run, "memory", partial(_memory_info, n, self._memory_version, handle))
         if memory is not None:
             _set_memory(readings, catalog.Scope.GPU, memory)
         busy = self._read(run, "utilization", lambda: n.nvmlDeviceGetUtilizationRates(handle))
@@ -492,7 +494,9 @@ class NvmlBackend:
         n, state = self._nvml, run.state
         readings = run.result.gpu_instances.setdefault(gi.id, Readings())
         first = state.mig_handles[(gi.id, gi.compute_instances[0].id)]
-        memory = self._read(run, "instance_memory", partial(_memory_info, n, first))
+        memory = self._read(
+            run, "instance_memory", partial(_memory_info, n, self._memory_version, first)
+        )
         if memory is not None:
             _set_memory(readings, catalog.Scope.GPU_INSTANCE, memory)
         if not state.gpm_supported:
@@ -563,9 +567,8 @@ class NvmlBackend:
         fields, ratios = _GPM_FIELDS[scope], catalog.PROFILING[scope]
         offset, layout = self._gpm_layout()
         raw = ctypes.string_at(ctypes.addressof(request) + offset, layout.size * len(fields))
-        success = self._nvml.NVML_SUCCESS
         for field_id, (status, value) in zip(fields, layout.iter_unpack(raw), strict=True):
-            if status != success or math.isnan(value):
+            if status != _SUCCESS or math.isnan(value):
                 continue
             if field_id in ratios:  # GPM speaks percent; clamp the driver's rounding past 100 %
                 readings.set(ratios[field_id], min(max(value, 0.0), 100.0) / 100)
@@ -629,7 +632,7 @@ class NvmlBackend:
         absent = set()
         for spec, value in zip(wanted, values, strict=True):
             status = value.nvmlReturn
-            if status == n.NVML_SUCCESS:
+            if status == _SUCCESS:
                 number = getattr(value.value, spec.member)
                 if spec.metric is catalog.GPU_MEMORY_TEMPERATURE and number > _MAX_TEMPERATURE_C:
                     continue
@@ -781,9 +784,9 @@ def _set_memory(readings: Readings, scope: catalog.Scope, memory: Any) -> None:
     readings.set(reserved, memory.reserved)
 
 
-def _memory_info(n: Any, handle: Any) -> Any:
+def _memory_info(n: Any, version: int, handle: Any) -> Any:
     """Memory info v2, whose ``used`` excludes the driver's reservation, as DCGM's FB_USED."""
-    return n.nvmlDeviceGetMemoryInfo(handle, version=n.nvmlMemory_v2)
+    return n.nvmlDeviceGetMemoryInfo(handle, version=version)
 
 
 def _wanted_event_mask(n: Any) -> int:

@@ -202,12 +202,6 @@ def _events_timeline(title: str, description: str, target: g.Target) -> g.StateT
     return _timeline(title, description, target, ("active", "orange"), ("clear", "green"))
 
 
-def _throttled(matchers: dict[str, str], by: str) -> str:
-    """Fraction of time each GPU's clocks were held down, by cause."""
-    counter = _series(catalog.GPU_THROTTLED, **matchers)
-    return f"sum by ({by}) (rate({counter}[$__rate_interval]))"
-
-
 def _table(title: str, description: str, targets: list[g.Target], unit: str = "short") -> g.Table:
     """An instant table; several queries are merged into one row per series."""
     return g.Table(
@@ -609,20 +603,14 @@ def _fleet_health_row(grid: _Grid) -> None:
         12,
         6,
     )
-    # Ranked once by the time lost over the whole range: a counter's increase, no subquery.
-    key = "instance, gpu, gpu_uuid, cause"
-    lost = f"sum by ({key}) (increase({_series(catalog.GPU_THROTTLED, **FLEET)}[$__range] @ end()))"
+    throttled = _recorded(rules.GPU_THROTTLED, **NODES)
     grid.add(
         _timeseries(
             f"Most throttled {TOP} GPUs",
-            f"{catalog.GPU_THROTTLED.help} Shown as the fraction of time, for the GPUs that "
-            "lost the most time over the range.",
-            [
-                _target(
-                    f"{_throttled(FLEET, key)} and topk({TOP}, {lost} > 0)",
-                    GPU_LEGEND + " {{cause}}",
-                )
-            ],
+            f"{catalog.GPU_THROTTLED.help} As the fraction of time, over 5 minutes, for the "
+            "GPUs held down longest on average over the range; GPUs never throttled are not "
+            "listed.",
+            [_target(_top(throttled), NODE_GPU_LEGEND + " {{cause}}")],
             "percentunit",
         ),
         24,
@@ -753,7 +741,12 @@ def _per_gpu_device_panels(grid: _Grid) -> None:
         _timeseries(
             "Throttled time",
             f"{catalog.GPU_THROTTLED.help} As the fraction of time.",
-            [_target(_throttled(FLEET, "instance, gpu, cause"), GPU_LEGEND + " {{cause}}")],
+            [
+                _target(
+                    f"rate({_series(catalog.GPU_THROTTLED, **FLEET)}[$__rate_interval])",
+                    GPU_LEGEND + " {{cause}}",
+                )
+            ],
             "percentunit",
         ),
         12,

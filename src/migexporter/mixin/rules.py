@@ -6,7 +6,7 @@ node-mixin do the same): ``level`` lists the labels kept, ``metric`` is the sour
 sums, never as an average of ratios. Levels:
 
 - ``gpu``: one series per physical MIG GPU (``cluster``, ``node``, ``instance``, ``gpu``,
-  ``gpu_uuid``);
+  ``gpu_uuid``); ``gpu_cause``: per GPU and throttling cause, only where the GPU is throttled;
 - ``node``, ``node_profile``, ``node_band``, ``node_severity``: one per node, and per profile,
   activity band or XID severity on it, so that a dashboard filtered to some nodes still sums
   correctly;
@@ -138,6 +138,10 @@ BAND_INSTANCES = recorded("node_band", _ACTIVE, f"count_avg{AVG_WINDOW}")
 # GPU instances using more than MEMORY_FULL_RATIO of their own memory.
 MEMORY_FULL = recorded("node", catalog.GI_MEMORY_USED, "count_full")
 XID_WINDOW = INTERVAL  # one window per evaluation: summed over time, each event counts once
+THROTTLE_WINDOW = "5m"
+# Fraction of time each throttled GPU's clocks were held down, by cause: the fleet dashboard
+# ranks these instead of every GPU's counters over its whole range.
+GPU_THROTTLED = recorded("gpu_cause", catalog.GPU_THROTTLED, f"rate{THROTTLE_WINDOW}")
 NODE_XIDS = recorded("node_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
 CLUSTER_XIDS = recorded("cluster_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
 
@@ -151,6 +155,16 @@ def _gpu_records() -> list[Record]:
         # Busy slices: each instance's activity times its slices, summed per physical GPU.
         Record(GPU_ACTIVE_SUM, _per_node("sum", weighted, gpu)),
         Record(GPU_ACTIVE, f"{GPU_ACTIVE_SUM} / on ({_by(GPU)}) {_per_node('sum', capacity, gpu)}"),
+        # Only GPUs that were throttled get a series: no rows of zeros.
+        Record(
+            GPU_THROTTLED,
+            _per_node(
+                "sum",
+                f"rate({catalog.GPU_THROTTLED.name}[{THROTTLE_WINDOW}])",
+                (*gpu, "cause"),
+            )
+            + " > 0",
+        ),
     ]
 
 
