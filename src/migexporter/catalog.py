@@ -642,6 +642,20 @@ LAST_COLLECT = Metric(
 
 METRICS: tuple[Metric, ...] = tuple(v for v in globals().values() if isinstance(v, Metric))
 
+
+# The family (and its extra label values) mirroring each DCGM field, per scope: what a backend
+# reading a DCGM field, or NVML's equivalent of one, stores it as.
+def _mirrored(metric: Metric) -> list[tuple[tuple[str, ...], int]]:
+    """(extra label values, DCGM field) of each field ``metric`` mirrors."""
+    if metric.dcgm_fields:
+        return [((value,), number) for value, number in metric.dcgm_fields]
+    return [((), metric.dcgm_field)] if metric.dcgm_field else []
+
+
+DCGM_FIELDS: dict[Scope, dict[int, tuple[Metric, tuple[str, ...]]]] = {
+    scope: {field: (m, extra) for m in METRICS if m.scope is scope for extra, field in _mirrored(m)}
+    for scope in Scope
+}
 # DCGM's profiling fields (DCGM_FI_PROF_*) the exporter reads: activity ratios 1001-1008, then
 # PCIe and NVLink rates 1009-1012; migexporter_field_supported reports these per GPU.
 PROFILING_FIELDS: tuple[int, ...] = tuple(range(1001, 1013))

@@ -49,49 +49,27 @@ FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED = 250, 251, 252, 253
 FB_FIELDS = (FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED)
 CLOCK_EVENTS = 112  # a bitmask: one reading per reason
 PERCENT = 1 / 100  # DCGM's utilizations (203-207) are whole percents, not ratios
-# Device fields, read on GPU entities only so nothing repeats per instance:
-# field id -> (metric, extra label values, factor to base units).
-GPU_FIELDS: dict[int, tuple[Metric, tuple[str, ...], float]] = {
-    150: (catalog.GPU_TEMPERATURE, (), 1.0),
-    155: (catalog.GPU_POWER, (), 1.0),
-    164: (catalog.GPU_POWER_LIMIT, (), 1.0),
-    156: (catalog.GPU_ENERGY, (), 1e-3),  # mJ
-    100: (catalog.GPU_SM_CLOCK, (), 1e6),  # MHz
-    101: (catalog.GPU_MEMORY_CLOCK, (), 1e6),
-    312: (catalog.GPU_ECC_ERRORS, ("corrected",), 1.0),
-    313: (catalog.GPU_ECC_ERRORS, ("uncorrected",), 1.0),
-    394: (catalog.GPU_REMAPPED_ROWS, ("corrected",), 1.0),
-    393: (catalog.GPU_REMAPPED_ROWS, ("uncorrected",), 1.0),
-    396: (catalog.GPU_ROW_REMAP_PENDING, (), 1.0),
-    395: (catalog.GPU_ROW_REMAP_FAILED, (), 1.0),
-    140: (catalog.GPU_MEMORY_TEMPERATURE, (), 1.0),
-    202: (catalog.GPU_PCIE_REPLAYS, (), 1.0),
-    203: (catalog.GPU_UTILIZATION, (), PERCENT),
-    204: (catalog.GPU_MEMORY_COPY_UTILIZATION, (), PERCENT),
-    206: (catalog.GPU_ENCODER_UTILIZATION, (), PERCENT),
-    207: (catalog.GPU_DECODER_UTILIZATION, (), PERCENT),
-    240: (catalog.GPU_THROTTLED, ("power",), 1e-9),  # ns
-    241: (catalog.GPU_THROTTLED, ("thermal",), 1e-9),
+# Device fields, read on GPU entities only so nothing repeats per instance: field id -> factor
+# to base units; the family each fills is the catalog's (``catalog.DCGM_FIELDS``).
+_FACTORS: dict[int, float] = {
+    **dict.fromkeys((150, 155, 164, 312, 313, 393, 394, 395, 396, 140, 202), 1.0),
+    156: 1e-3,  # mJ
+    100: 1e6,  # MHz
+    101: 1e6,
+    **dict.fromkeys((203, 204, 206, 207), PERCENT),
+    240: 1e-9,  # ns
+    241: 1e-9,
     # Profiling rates, bytes/s already. DCGM 200/201 answer "not supported" since 4.x.
-    1009: (catalog.GPU_PCIE_THROUGHPUT, ("tx",), 1.0),
-    1010: (catalog.GPU_PCIE_THROUGHPUT, ("rx",), 1.0),
-    1011: (catalog.GPU_NVLINK_THROUGHPUT, ("tx",), 1.0),
-    1012: (catalog.GPU_NVLINK_THROUGHPUT, ("rx",), 1.0),
+    **dict.fromkeys((1009, 1010, 1011, 1012), 1.0),
+}
+GPU_FIELDS: dict[int, tuple[Metric, tuple[str, ...], float]] = {
+    field: (*catalog.DCGM_FIELDS[catalog.Scope.GPU][field], factor)
+    for field, factor in _FACTORS.items()
 }
 _DEVICE_FIELDS = tuple(f for f in GPU_FIELDS if f not in catalog.PROFILING_FIELDS)
 _MEMORY = {
-    catalog.Scope.GPU: {
-        FB_TOTAL: catalog.GPU_MEMORY_TOTAL,
-        FB_FREE: catalog.GPU_MEMORY_FREE,
-        FB_USED: catalog.GPU_MEMORY_USED,
-        FB_RESERVED: catalog.GPU_MEMORY_RESERVED,
-    },
-    catalog.Scope.GPU_INSTANCE: {
-        FB_TOTAL: catalog.GI_MEMORY_TOTAL,
-        FB_FREE: catalog.GI_MEMORY_FREE,
-        FB_USED: catalog.GI_MEMORY_USED,
-        FB_RESERVED: catalog.GI_MEMORY_RESERVED,
-    },
+    scope: {field: catalog.DCGM_FIELDS[scope][field][0] for field in FB_FIELDS}
+    for scope in (catalog.Scope.GPU, catalog.Scope.GPU_INSTANCE)
 }
 # DCGM status codes the backend acts on (dcgm_structs DCGM_ST_*).
 ST_OK, ST_NOT_SUPPORTED, ST_GPU_IS_LOST, ST_CONNECTION_NOT_VALID = 0, -6, -18, -21

@@ -43,12 +43,9 @@ GPM_METRICS: dict[int, int] = {
     # PCIe TX, RX and NVLink TX, RX, in MiB/s
     1009: 20, 1010: 21, 1011: 61, 1012: 60,
 }  # fmt: skip
-# The rates among them: GPU quantities, in MiB/s, as (metric, direction).
-GPM_RATES: dict[int, tuple[Metric, str]] = {
-    1009: (catalog.GPU_PCIE_THROUGHPUT, "tx"),
-    1010: (catalog.GPU_PCIE_THROUGHPUT, "rx"),
-    1011: (catalog.GPU_NVLINK_THROUGHPUT, "tx"),
-    1012: (catalog.GPU_NVLINK_THROUGHPUT, "rx"),
+# The rates among them, GPU quantities in MiB/s, and the (family, direction) each fills.
+GPM_RATES: dict[int, tuple[Metric, tuple[str, ...]]] = {
+    field: catalog.DCGM_FIELDS[catalog.Scope.GPU][field] for field in (1009, 1010, 1011, 1012)
 }
 ALL_LINKS = 0xFFFFFFFF  # a field value's scope id for the sum over every NVLink (nvml.h)
 
@@ -574,7 +571,7 @@ class NvmlBackend:
                 readings.set(ratios[field_id], min(max(value, 0.0), 100.0) / 100)
             elif not (skip_nvlink and field_id in catalog.NVLINK_FIELDS):
                 rate, direction = GPM_RATES[field_id]
-                readings.set(rate, max(value, 0.0) * MIB, direction)
+                readings.set(rate, max(value, 0.0) * MIB, *direction)
 
     def _gpm_layout(self) -> tuple[int, struct.Struct]:
         """Where a metrics request's results lie, and each slot's (nvmlReturn, value).
@@ -760,19 +757,10 @@ class NvmlBackend:
         return names.get(code, str(code))
 
 
+# The families of memory info's used, total, free and reserved (DCGM 252, 250, 251, 253).
 _MEMORY_METRICS = {
-    catalog.Scope.GPU: (
-        catalog.GPU_MEMORY_USED,
-        catalog.GPU_MEMORY_TOTAL,
-        catalog.GPU_MEMORY_FREE,
-        catalog.GPU_MEMORY_RESERVED,
-    ),
-    catalog.Scope.GPU_INSTANCE: (
-        catalog.GI_MEMORY_USED,
-        catalog.GI_MEMORY_TOTAL,
-        catalog.GI_MEMORY_FREE,
-        catalog.GI_MEMORY_RESERVED,
-    ),
+    scope: tuple(catalog.DCGM_FIELDS[scope][field][0] for field in (252, 250, 251, 253))
+    for scope in (catalog.Scope.GPU, catalog.Scope.GPU_INSTANCE)
 }
 
 

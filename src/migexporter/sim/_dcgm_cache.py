@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pynvml
 
-from migexporter.backends.nvml import UNATTRIBUTED
+from migexporter.backends.nvml import ALL_LINKS, UNATTRIBUTED
 from migexporter.sim._dcgm_fields import (
     ACTIVITIES,
     BLANK,
@@ -449,10 +449,9 @@ class Cache:
         between the two reads is used instead. A failed NVML entry stores no value in DCGM,
         whose reads then answer the NVML error: NOT_SUPPORTED without NVLink or in MIG mode.
         """
-        everything = 0xFFFFFFFF
         ids = [
-            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, everything),
-            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, everything),
+            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS),
+            (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS),
         ]
         try:
             values = self.nv.nvmlDeviceGetFieldValues(self.gpu_handle(gpu), ids)

@@ -9,20 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pynvml
 
 from migexporter.sim._model import MIB
-from migexporter.sim._workload import (
-    DRAM,
-    FP16,
-    FP32,
-    FP64,
-    GR,
-    NVLINK_RX,
-    NVLINK_TX,
-    OCCUPANCY,
-    PCIE_RX,
-    PCIE_TX,
-    SM,
-    TENSOR,
-)
+from migexporter.sim._nvml_telemetry import GPM_RATES, GPM_RATIOS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -172,23 +159,11 @@ GPM_METRICS = {
     1011: pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC,
     1012: pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC,
 }
-ACTIVITIES = {
-    1001: GR,
-    1002: SM,
-    1003: OCCUPANCY,
-    1004: TENSOR,
-    1005: DRAM,
-    1006: FP64,
-    1007: FP32,
-    1008: FP16,
-}
-# Profiling fields in bytes/s -> (position, whether NVLink rather than PCIe bandwidth).
-TRAFFIC = {
-    1009: (PCIE_TX, False),
-    1010: (PCIE_RX, False),
-    1011: (NVLINK_TX, True),
-    1012: (NVLINK_RX, True),
-}
+# The profiling module (pre-Hopper) reads the same integrals as GPM: a field's position in
+# the activity vectors is that of its GPM metric. Ratios, and PCIe/NVLink rates in bytes/s as
+# (position, whether NVLink rather than PCIe bandwidth).
+ACTIVITIES = {f: GPM_RATIOS[m] for f, m in GPM_METRICS.items() if m in GPM_RATIOS}
+TRAFFIC = {f: GPM_RATES[m] for f, m in GPM_METRICS.items() if m in GPM_RATES}
 
 
 def _max_slices(nv: FakeNvml, handle: Any) -> int:

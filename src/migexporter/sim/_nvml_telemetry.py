@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pynvml
 
+from migexporter.backends.nvml import ALL_LINKS
 from migexporter.sim._events import EventQueue
 from migexporter.sim._model import MIB
 from migexporter.sim._nvml_base import Session, fail
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from migexporter.sim._model import SimGpu
 
 # GPM metric id -> position in an activity vector, for the metrics that are ratios.
-_GPM_METRICS = {
+GPM_RATIOS = {
     pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: GR,
     pynvml.NVML_GPM_METRIC_SM_UTIL: SM,
     pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: OCCUPANCY,
@@ -46,7 +47,7 @@ _GPM_METRICS = {
     pynvml.NVML_GPM_METRIC_FP16_UTIL: FP16,
 }
 # GPM rates in MiB/s: metric id -> (position, whether NVLink rather than PCIe).
-_GPM_RATES = {
+GPM_RATES = {
     pynvml.NVML_GPM_METRIC_PCIE_TX_PER_SEC: (PCIE_TX, False),
     pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC: (PCIE_RX, False),
     pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: (NVLINK_TX, True),
@@ -61,7 +62,6 @@ _IDLE_ENGINES = frozenset(
     ]
 )
 _NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
-_ALL_LINKS = 0xFFFFFFFF  # scopeId of the NVLink fields: the sum of all links (nvml.h)
 # What nvmlDevice{En,De}coderUtilization say the sampling period is: 100 ms on an H200.
 _CODEC_PERIOD_US = 100_000
 
@@ -79,7 +79,7 @@ def _nvlink_kib(position: int) -> Callable[[SimGpu, int], int]:
     def read(gpu: SimGpu, scope: int) -> int:
         links = _nvlinks(gpu)
         kib = gpu.totals[position] * gpu.model.nvlink_bytes_per_s / 1024
-        if scope == _ALL_LINKS:
+        if scope == ALL_LINKS:  # the sum of all links (nvml.h)
             return int(kib)
         if not 0 <= scope < links:
             raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
@@ -540,10 +540,10 @@ def _gpm_metric(metric_id: int, rates: Vector, sample: GpmSample) -> tuple[int, 
     ratio = _gpm_ratio(metric_id, rates, sample.decoders)
     if ratio is not None:
         return pynvml.NVML_SUCCESS, min(100.0, max(0.0, 100 * ratio))
-    if metric_id in _GPM_RATES:
+    if metric_id in GPM_RATES:
         if not sample.whole_gpu:
             return _NOT_SUPPORTED, 0.0
-        where, nvlink = _GPM_RATES[metric_id]
+        where, nvlink = GPM_RATES[metric_id]
         bandwidth = sample.nvlink_bytes_per_s if nvlink else sample.pcie_bytes_per_s
         return pynvml.NVML_SUCCESS, max(0.0, rates[where] * bandwidth / MIB)
     known = 0 < metric_id < pynvml.NVML_GPM_METRIC_MAX
@@ -552,8 +552,8 @@ def _gpm_metric(metric_id: int, rates: Vector, sample: GpmSample) -> tuple[int, 
 
 def _gpm_ratio(metric_id: int, rates: Vector, decoders: int) -> float | None:
     """The 0-1 average behind a GPM utilization metric; None for the other metrics."""
-    if metric_id in _GPM_METRICS:
-        return rates[_GPM_METRICS[metric_id]]
+    if metric_id in GPM_RATIOS:
+        return rates[GPM_RATIOS[metric_id]]
     if metric_id in _NVDEC:
         return rates[DECODE] if metric_id - _NVDEC.start < decoders else 0.0
     if metric_id in _IDLE_ENGINES:
