@@ -1,9 +1,11 @@
 """What each NVML call the NVML backend makes answers on this machine's GPU 0, and what it costs.
 
 For every call: its first answer (the value, or the NVMLError class), and its mean cost over
-repeated calls from one Python thread. GPM metrics are read over one-second windows, idle and
-while a child process loads the GPU (bf16 matrix products and host<->device copies), so that
-the answers can be checked for range and the simulator for fidelity. Prints one JSON object.
+repeated calls from one Python thread, in wall time (``us``) and in the thread's CPU time, user
+and kernel (``cpu_us``): a call that waits on the GPU costs time but little CPU. GPM metrics
+are read over one-second windows, idle and while a child process loads the GPU (bf16 matrix
+products and host<->device copies), so that the answers can be checked for range and the
+simulator for fidelity. Prints one JSON object.
 
 Needs a real NVIDIA GPU and nvidia-ml-py; only reads the GPU. Run: python3 nvml_calls.py
 """
@@ -86,16 +88,17 @@ def read_fields(h: Any, fields: Any) -> list[Any]:
 
 
 def probe(call: Any) -> dict[str, Any]:
-    """The call's first answer and its mean cost in microseconds."""
+    """The call's first answer and its mean cost in microseconds, wall and CPU."""
     try:
         answer: Any = describe(call())
     except n.NVMLError as error:
-        return {"error": type(error).__name__, "us": time_call(call, failing=True)}
-    return {"answer": answer, "us": time_call(call)}
+        return {"error": type(error).__name__, **time_call(call, failing=True)}
+    return {"answer": answer, **time_call(call)}
 
 
-def time_call(call: Any, failing: bool = False) -> float:
-    count, start = 0, time.perf_counter()
+def time_call(call: Any, failing: bool = False) -> dict[str, float]:
+    """Mean microseconds per call: wall (``us``) and this thread's CPU (``cpu_us``)."""
+    count, start, cpu = 0, time.perf_counter(), time.thread_time()
     while count < MIN_CALLS or (time.perf_counter() - start < BUDGET_S and count < MAX_CALLS):
         try:
             call()
@@ -103,7 +106,14 @@ def time_call(call: Any, failing: bool = False) -> float:
             if not failing:
                 raise
         count += 1
-    return round((time.perf_counter() - start) / count * 1e6, 2)
+    wall_s, cpu_s = time.perf_counter() - start, time.thread_time() - cpu
+    return {"us": round(wall_s / count * 1e6, 2), "cpu_us": round(cpu_s / count * 1e6, 2)}
+
+
+def costs(name: str, call: Any) -> dict[str, float]:
+    """``time_call`` as two flat entries, ``name_us`` and ``name_cpu_us``."""
+    cost = time_call(call)
+    return {f"{name}_us": cost["us"], f"{name}_cpu_us": cost["cpu_us"]}
 
 
 def calls(h: Any) -> dict[str, Any]:
@@ -163,13 +173,13 @@ def gpm(h: Any) -> dict[str, Any]:
             str(m.metricId): (round(m.value, 3) if m.nvmlReturn == 0 else {"return": m.nvmlReturn})
             for m in request.metrics[: len(GPM_IDS)]
         }
-        cost = {"nvmlGpmMetricsGet_us": time_call(lambda: n.nvmlGpmMetricsGet(request))}
+        cost = costs("nvmlGpmMetricsGet", lambda: n.nvmlGpmMetricsGet(request))
         for name, ids in GPM_REQUESTS.items():
             request.numMetrics = len(ids)
             for slot, metric_id in enumerate(ids):
                 request.metrics[slot].metricId = metric_id
-            cost[f"nvmlGpmMetricsGet_us({name})"] = time_call(lambda: n.nvmlGpmMetricsGet(request))
-        cost["nvmlGpmSampleGet_us"] = time_call(lambda: n.nvmlGpmSampleGet(h, second))
+            cost |= costs(f"nvmlGpmMetricsGet({name})", lambda: n.nvmlGpmMetricsGet(request))
+        cost |= costs("nvmlGpmSampleGet", lambda: n.nvmlGpmSampleGet(h, second))
     finally:
         n.nvmlGpmSampleFree(first)
         n.nvmlGpmSampleFree(second)

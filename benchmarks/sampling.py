@@ -1,7 +1,7 @@
 """Sampling cost: CPU the collector spends per cycle and per instance, the simulator's subtracted.
 
 Usage: python benchmarks/sampling.py [--quick] [--seconds S] [--backend nvml|dcgm|both]
-                                     [--interval 1|0.1]
+                                     [--interval 1|0.1] [--real]
 
 In process: builds 8 simulated H100s with seven 1g.10gb GPU instances each and runs the
 collector as `migexporter --simulate` does (the same Collector, backends, event loop and switch
@@ -20,6 +20,10 @@ it are also reported on their own: the backend's sampling calls (net of the simu
 with the wrappers' ~1 us per simulator call) and the render. Prints JSON on stdout and a
 summary on stderr.
 Target: under 1% of one core at a 1 s interval (NVML backend).
+
+With --real, the NVML backend reads this machine's own GPUs through nvidia-ml-py instead, and
+nothing is subtracted: the figure is what the exporter costs there, the NVML library's own CPU
+included (on an H200 most of it: benchmarks/nvml_calls.py gives each call's CPU time).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ sys.path.insert(0, str(SRC))  # this checkout's exporter, as harness.child_env g
 from migexporter import __version__, cli, exposition, sim
 from migexporter import collector as collector_module
 from migexporter.backends import dcgm_bindings
+from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
 from migexporter.backends.nvml import NvmlBackend
 from migexporter.collector import Collector
@@ -170,10 +175,21 @@ class Meters:
     samples: CpuMeter  # backend.sample net of the simulator; cycles = its calls / GPUs
 
 
-def build(backend_name: str, interval: float, render: CpuMeter) -> tuple[Backend, Meters]:
-    """A fresh fleet and backend as cli.serve builds them, with the simulator wrapped."""
+def build(
+    backend_name: str, interval: float, render: CpuMeter, *, real: bool = False
+) -> tuple[Backend, Meters]:
+    """A fresh fleet and backend as cli.serve builds them, with the simulator wrapped; with
+    ``real``, the NVML backend on this machine's GPUs and nothing wrapped."""
     simulator = CpuMeter()
     meters = Meters(simulator, render, CpuMeter(excluding=simulator))
+    if real:
+        try:
+            import pynvml  # noqa: PLC0415  (only --real needs the real library)
+        except ImportError as error:
+            raise BenchmarkError(f"--real needs nvidia-ml-py: {error}") from error
+        real_backend = NvmlBackend(pynvml)
+        real_backend.sample = meters.samples.wrap(real_backend.sample)  # type: ignore[method-assign]
+        return real_backend, meters
     fleet = sim.Fleet.from_spec(FLEET_8X7)
     nvml = sim.FakeNvml(fleet)
     meters.simulator.instrument(nvml, NVML_PREFIX)
@@ -194,13 +210,16 @@ def build(backend_name: str, interval: float, render: CpuMeter) -> tuple[Backend
 
 
 async def run(
-    backend_name: str, interval: float, seconds: float, render: CpuMeter
+    backend_name: str, interval: float, seconds: float, render: CpuMeter, *, real: bool = False
 ) -> dict[str, float]:
     """Run the collector for ``seconds`` after its first full cycle; raw CPU figures."""
-    backend, meters = build(backend_name, interval, render)
+    backend, meters = build(backend_name, interval, render, real=real)
     collector = Collector(backend, BuildInfo(__version__, "simulated"), interval=interval)
     try:
-        await collector.start()
+        try:
+            await collector.start()
+        except BackendUnavailableError as error:
+            raise BenchmarkError(f"the backend cannot start: {error}") from error
         instances = sum(len(gpu.gpu_instances) for gpu in collector.topology.gpus)
         gpus = len(collector.topology.gpus)
         before = _marks(meters)
@@ -271,7 +290,7 @@ def figures(raw: dict[str, float], overhead: dict[str, float]) -> dict[str, Any]
 
 
 async def measure(
-    backends: tuple[str, ...], seconds: dict[float, float]
+    backends: tuple[str, ...], seconds: dict[float, float], *, real: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Every backend at every interval, one after another, each on a fresh fleet; the rows and
     what the wrapper costs per simulator call."""
@@ -282,7 +301,7 @@ async def measure(
     with mock.patch.object(collector_module, "render", render_meter.wrap(exposition.render)):
         for backend_name in backends:
             for interval, length in seconds.items():
-                raw = await run(backend_name, interval, length, render_meter)
+                raw = await run(backend_name, interval, length, render_meter, real=real)
                 row = {"backend": backend_name, "interval_s": interval, "seconds": length}
                 rows.append(row | figures(raw, overhead))
     return rows, overhead
@@ -291,7 +310,9 @@ async def measure(
 def main() -> int:
     """Measure, print the figures, and say in one line whether the target was met."""
     args = _arguments()
-    backends = BACKENDS if args.backend == "both" else (args.backend,)
+    backends = BACKENDS if args.backend == "both" and not args.real else (args.backend,)
+    if args.real:
+        backends = ("nvml",)
     seconds = QUICK_SECONDS if args.quick else dict.fromkeys(INTERVALS_S, args.seconds)
     if args.interval is not None:
         seconds = {args.interval: seconds[args.interval]}
@@ -299,7 +320,7 @@ def main() -> int:
     sys.setswitchinterval(cli.SWITCH_INTERVAL_S)  # as the exporter runs
     try:
         with asyncio.Runner(loop_factory=cli._loop_factory()) as runner:  # noqa: SLF001 (the exporter's own loop)
-            rows, overhead = runner.run(measure(backends, seconds))
+            rows, overhead = runner.run(measure(backends, seconds, real=args.real))
     except BenchmarkError as error:
         print(f"sampling: {error}", file=sys.stderr)
         return CANNOT_RUN
@@ -313,9 +334,11 @@ def main() -> int:
         for r in rows
     ]
     target = None  # the target is for 1 s: absent when only 100 ms ran
-    target_row = next(
+    target_row = next(  # the target is for the simulated 8 x 7 fleet
         (r for r in rows if r["interval_s"] == 1.0 and r["backend"] == backends[0]), None
     )
+    if args.real:
+        target_row = None
     if target_row is not None:
         met = target_row["collector_pct_of_one_core"] < TARGET_PCT_OF_CORE
         target = {
@@ -332,7 +355,8 @@ def main() -> int:
     report(
         "sampling",
         {
-            "fleet": FLEET_8X7,
+            "fleet": "this machine's GPUs" if args.real else FLEET_8X7,
+            "real": args.real,
             "quick": args.quick,
             "runs": rows,
             "wrapper": {
@@ -356,6 +380,11 @@ def _arguments() -> argparse.Namespace:
         type=float,
         choices=INTERVALS_S,
         help="only this sampling interval, in seconds (default: each of them)",
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="the NVML backend on this machine's GPUs, the library's CPU included",
     )
     args = parser.parse_args()
     if args.seconds <= 0:

@@ -12,7 +12,7 @@ from migexporter import catalog
 from migexporter.backends.base import BackendUnavailableError, EventKind
 from migexporter.backends.dcgm import DcgmBackend
 from migexporter.backends.dcgm_bindings import load
-from migexporter.backends.nvml import NvmlBackend
+from migexporter.backends.nvml import SLOW_COUNTERS_PERIOD_S, NvmlBackend
 from migexporter.sim import BINDINGS_DIR, FakeNvml, Fleet, SimHostEngine, dcgm_engine
 
 MIB = 1 << 20
@@ -129,7 +129,7 @@ def readings_of(sample):
 def test_same_instances_labels_and_values_as_the_nvml_backend(bindings, fleet, clock):
     """From one fleet state, DCGM and NVML report the same series with the same values."""
     fleet.reconfigure(1, ["3g.40gb/1c*3", "2g.20gb", "1g.10gb*2"])
-    nvml = NvmlBackend(FakeNvml(fleet))
+    nvml = NvmlBackend(FakeNvml(fleet), clock=clock)
     nvml.open()
     dcgm = make_backend(bindings, fleet, clock, nvml=False)
     nvml_gpus, dcgm_gpus = topology(nvml), topology(dcgm)
@@ -155,7 +155,7 @@ def test_same_instances_labels_and_values_as_the_nvml_backend(bindings, fleet, c
     for gpu in nvml_gpus:  # GPM and DCGM profiling both need one interval to produce a ratio
         nvml.sample(gpu)
         dcgm.sample(gpu)
-    clock.now += 1.0
+    clock.now += SLOW_COUNTERS_PERIOD_S  # so that NVML reads its costly counters again too
     for gpu in nvml_gpus:
         want, got = readings_of(nvml.sample(gpu)), readings_of(dcgm.sample(gpu))
         # NVML's NVLink byte counters have no DCGM field (DCGM keeps 449 as a rate only).

@@ -11,7 +11,7 @@ import pytest
 from manual_clock import ManualClock
 from migexporter import catalog
 from migexporter.backends.base import EventKind, GpuUnavailableError
-from migexporter.backends.nvml import NvmlBackend
+from migexporter.backends.nvml import SLOW_COUNTERS_PERIOD_S, NvmlBackend
 from migexporter.collector import Collector
 from migexporter.exposition import BuildInfo
 from migexporter.sim import FakeNvml, Fleet
@@ -337,10 +337,50 @@ def test_device_readings_convert_the_drivers_units():
     # NVLink counters the GPU does not support: absent, and not asked for again.
     assert got.get(catalog.GPU_NVLINK_BYTES, "tx") is None
     nvlink = pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX
-    assert nvlink in nvml.fields_asked[0]
+    assert nvlink in nvml.fields_asked[1]  # the first cycle's batches: slow counters, then these
     backend.sample(gpu)
     assert nvlink not in nvml.fields_asked[-1]
     assert pynvml.NVML_FI_DEV_MEMORY_TEMP in nvml.fields_asked[-1]
+
+
+def test_costly_counters_are_read_every_ten_seconds_and_stand_in_between():
+    """Energy, thermal violation time and PCIe replays cost the driver milliseconds of CPU:
+    read once per SLOW_COUNTERS_PERIOD_S, their last values in every sample between reads,
+    and a re-enumeration of the GPU does not make them due again."""
+    clock = ManualClock()
+    nvml = H200Answers(Fleet.from_spec("h100-80gb", clock=clock))
+    energy_calls = []
+    read_energy = nvml.nvmlDeviceGetTotalEnergyConsumption
+    nvml.nvmlDeviceGetTotalEnergyConsumption = lambda h: energy_calls.append(1) or read_energy(h)
+    backend = NvmlBackend(nvml, clock=clock)
+    backend.open()
+    [gpu] = _topology(backend)
+    slow = {pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER, pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL}
+
+    def sample_after(seconds: float):
+        clock.now += seconds
+        asked = len(nvml.fields_asked)
+        got = backend.sample(gpu).gpu
+        return got, [f for batch in nvml.fields_asked[asked:] for f in batch]
+
+    first, asked = sample_after(0)
+    assert slow <= set(asked)
+    assert len(energy_calls) == 1
+    energy = first.get(catalog.GPU_ENERGY)
+    backend.discover_gpu(0)  # the topology refresh
+    between, asked = sample_after(SLOW_COUNTERS_PERIOD_S / 2)
+    assert not slow & set(asked)
+    assert pynvml.NVML_FI_DEV_MEMORY_TEMP in asked
+    assert len(energy_calls) == 1
+    assert between.get(catalog.GPU_ENERGY) == energy
+    assert between.get(catalog.GPU_PCIE_REPLAYS) == 3
+    assert between.get(catalog.GPU_THROTTLED, "thermal") == 0.0
+    _, asked = sample_after(SLOW_COUNTERS_PERIOD_S / 2)
+    assert slow <= set(asked)
+    assert len(energy_calls) == 2
+    # Their help texts say so, with the period the backend uses.
+    for metric in (catalog.GPU_ENERGY, catalog.GPU_THROTTLED, catalog.GPU_PCIE_REPLAYS):
+        assert f"every {SLOW_COUNTERS_PERIOD_S:g} s" in metric.help, metric.name
 
 
 def test_without_gpm_pcie_comes_from_the_drivers_own_window():

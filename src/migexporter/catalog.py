@@ -130,7 +130,8 @@ GPU_ENERGY = Metric(
     "nvidia_gpu_energy_joules_total",
     C,
     Scope.GPU,
-    "Energy consumed since the driver was loaded.",
+    "Energy consumed since the driver was loaded. The NVML backend reads it every 10 s: one "
+    "read costs the driver about 4 ms of CPU.",
     "joules",
     dcgm_field=156,
 )
@@ -340,7 +341,8 @@ GPU_THROTTLED = Metric(
     C,
     Scope.GPU,
     "Time the clocks were held below the requested ones by the power or the thermal limit, "
-    "by cause, since the driver loaded (NVML violation counters; DCGM 240 and 241, in ns).",
+    "by cause, since the driver loaded (NVML violation counters; DCGM 240 and 241, in ns). "
+    "The NVML backend reads the thermal one every 10 s, for its cost to the driver.",
     "seconds",
     extra_labels=("cause",),
     dcgm_field=240,
@@ -350,7 +352,8 @@ GPU_PCIE_REPLAYS = Metric(
     "nvidia_gpu_pcie_replays_total",
     C,
     Scope.GPU,
-    "PCIe packets the link had to send again (replays), since the driver loaded.",
+    "PCIe packets the link had to send again (replays), since the driver loaded. The NVML "
+    "backend reads it every 10 s, for its cost to the driver.",
     dcgm_field=202,
 )
 GPU_PCIE_THROUGHPUT = Metric(

@@ -86,6 +86,12 @@ _GPM_SCOPES = {
     "gpu_instance": catalog.Scope.GPU_INSTANCE,
     "compute_instance": catalog.Scope.COMPUTE_INSTANCE,
 }
+# Counters whose reads cost the driver milliseconds of CPU are read this often, not every cycle:
+# on an H200 the energy counter costs 4.0-4.5 ms of CPU per call, the thermal violation time
+# 0.6-0.7 ms and the PCIe replay counter 0.13-0.18 ms (benchmarks/results/nvml_calls-h200.json),
+# which at a 1 s interval would be half a percent of a core per GPU. Between reads the last
+# values stand: they are counters, so rates over a scrape window see the same increase.
+SLOW_COUNTERS_PERIOD_S = 10.0
 _MAX_EVENTS_PER_WAIT = 4096  # drain bursts in one hand-off, but hand off before memory grows
 _UNIT_RATIO = 1 / 100  # NVML utilizations are whole percents
 _PCIE_COUNTERS = (("tx", "NVML_PCIE_UTIL_TX_BYTES"), ("rx", "NVML_PCIE_UTIL_RX_BYTES"))
@@ -101,6 +107,7 @@ class _Field:
     extra: tuple[str, ...]
     member: str  # the c_nvmlValue_t member to read
     factor: float  # to base units
+    slow: bool = False  # read every SLOW_COUNTERS_PERIOD_S, for its cost
 
 
 # Read in one nvmlDeviceGetFieldValues call per GPU: on an H200 the violation counters cost
@@ -108,10 +115,18 @@ class _Field:
 _FIELDS = (
     # DCGM reads uiVal whatever valueType says: an r545 driver typed it as a double.
     _Field("NVML_FI_DEV_MEMORY_TEMP", 0, catalog.GPU_MEMORY_TEMPERATURE, (), "uiVal", 1.0),
-    _Field("NVML_FI_DEV_PCIE_REPLAY_COUNTER", 0, catalog.GPU_PCIE_REPLAYS, (), "uiVal", 1.0),
+    _Field(
+        "NVML_FI_DEV_PCIE_REPLAY_COUNTER", 0, catalog.GPU_PCIE_REPLAYS, (), "uiVal", 1.0, slow=True
+    ),
     _Field("NVML_FI_DEV_PERF_POLICY_POWER", 0, catalog.GPU_THROTTLED, ("power",), "ullVal", 1e-9),
     _Field(
-        "NVML_FI_DEV_PERF_POLICY_THERMAL", 0, catalog.GPU_THROTTLED, ("thermal",), "ullVal", 1e-9
+        "NVML_FI_DEV_PERF_POLICY_THERMAL",
+        0,
+        catalog.GPU_THROTTLED,
+        ("thermal",),
+        "ullVal",
+        1e-9,
+        slow=True,
     ),
     _Field(
         "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX",
@@ -148,7 +163,6 @@ _DEVICE_READS: tuple[_DeviceRead, ...] = (
     ),
     (catalog.GPU_POWER, (), lambda n, h: n.nvmlDeviceGetPowerUsage(h) / 1e3),
     (catalog.GPU_POWER_LIMIT, (), lambda n, h: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3),
-    (catalog.GPU_ENERGY, (), lambda n, h: n.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3),
     (catalog.GPU_SM_CLOCK, (), lambda n, h: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM) * 1e6),
     (
         catalog.GPU_MEMORY_CLOCK,
@@ -180,6 +194,9 @@ _DEVICE_READS: tuple[_DeviceRead, ...] = (
         ),
     ),
 )
+_SLOW_DEVICE_READS: tuple[_DeviceRead, ...] = (
+    (catalog.GPU_ENERGY, (), lambda n, h: n.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3),
+)
 
 
 @dataclass
@@ -201,6 +218,8 @@ class _GpuState:
     # Field values still asked for: one that answered "not supported" is not asked again.
     fields: tuple[_Field, ...] = ()
     clock_reasons: int | None = None  # the clock-event reasons the GPU supports, once read
+    slow_counters: Readings = field(default_factory=Readings)  # as last read
+    slow_due: float = -math.inf  # when the slow counters are read again (the backend's clock)
 
 
 @dataclass
@@ -217,12 +236,14 @@ class NvmlBackend:
 
     Args:
         nvml: the ``pynvml`` module or an object with the same functions and constants.
+        clock: monotonic seconds, for when the slow counters are due (injectable for tests).
     """
 
     name = "nvml"
 
-    def __init__(self, nvml: Any) -> None:
+    def __init__(self, nvml: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self._nvml = nvml
+        self._clock = clock
         self.driver_version = ""
         self._gpus: dict[int, _GpuState] = {}
         self._uuids_by_handle: dict[int, str] = {}
@@ -316,6 +337,8 @@ class NvmlBackend:
                 gpm_spare=previous.gpm_spare if previous else [],
                 fields=previous.fields if previous and same else self._known_fields(),
             )
+            if previous and same:  # re-enumeration every refresh must not make them due
+                state.slow_counters, state.slow_due = previous.slow_counters, previous.slow_due
             instances = self._discover_instances(state) if mig_enabled else ()
         except n.NVMLError as error:
             raise GpuUnavailableError(f"GPU {index}: {error}") from error
@@ -436,8 +459,9 @@ class NvmlBackend:
             raise GpuUnavailableError(f"GPU {gpu.index} was not discovered")
         run = _Pass(gpu.uuid, state, GpuSample())
         self._sample_device(run)
+        self._read_slow_counters(run)
         self._read_clock_events(run)
-        self._read_fields(run)
+        self._read_fields(run, run.result.gpu, slow=False)
         supported = dict.fromkeys(catalog.PROFILING_FIELDS, state.gpm_supported)
         if state.mig_enabled:
             supported.update(dict.fromkeys(catalog.NVLINK_FIELDS, False))
@@ -456,10 +480,7 @@ class NvmlBackend:
     def _sample_device(self, run: _Pass) -> None:
         """The physical GPU's own readings: one call (or one table row) each."""
         n, handle, readings = self._nvml, run.state.handle, run.result.gpu
-        for metric, extra, read in _DEVICE_READS:
-            value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
-            if value is not None:
-                readings.set(metric, value, *extra)
+        self._read_device(run, _DEVICE_READS, readings)
         memory = self._read(run, "memory", partial(_memory_info, n, self._memory_version, handle))
         if memory is not None:
             _set_memory(readings, catalog.Scope.GPU, memory)
@@ -474,6 +495,23 @@ class NvmlBackend:
             readings.set(catalog.GPU_REMAPPED_ROWS, uncorrected, "uncorrected")
             readings.set(catalog.GPU_ROW_REMAP_PENDING, bool(pending))
             readings.set(catalog.GPU_ROW_REMAP_FAILED, bool(failed))
+
+    def _read_device(self, run: _Pass, reads: tuple[_DeviceRead, ...], readings: Readings) -> None:
+        n, handle = self._nvml, run.state.handle
+        for metric, extra, read in reads:
+            value = self._read(run, metric.name + "".join(extra), partial(read, n, handle))
+            if value is not None:
+                readings.set(metric, value, *extra)
+
+    def _read_slow_counters(self, run: _Pass) -> None:
+        """The costly counters, every SLOW_COUNTERS_PERIOD_S; the last values in between."""
+        state, now = run.state, self._clock()
+        if now >= state.slow_due:
+            counters = Readings()
+            self._read_device(run, _SLOW_DEVICE_READS, counters)
+            self._read_fields(run, counters, slow=True)
+            state.slow_counters, state.slow_due = counters, now + SLOW_COUNTERS_PERIOD_S
+        run.result.gpu.values.update(state.slow_counters.values)
 
     def _read_pcie_throughput(self, run: _Pass) -> None:
         """Without GPM: the driver's own 20 ms window; each call waits for it (21 ms, H200)."""
@@ -612,12 +650,16 @@ class NvmlBackend:
         """The field values these bindings can name: older ones lack the newest constants."""
         return tuple(f for f in _FIELDS if hasattr(self._nvml, f.name))
 
-    def _read_fields(self, run: _Pass) -> None:
-        """The batched field values; each entry answers on its own."""
+    def _read_fields(self, run: _Pass, readings: Readings, *, slow: bool) -> None:
+        """The batched field values of one cadence; each entry answers on its own."""
         n, state = self._nvml, run.state
-        wanted = state.fields
-        if state.mig_enabled:  # NVLink is not supported in MIG mode
-            wanted = tuple(f for f in wanted if f.metric is not catalog.GPU_NVLINK_BYTES)
+        wanted = tuple(
+            f
+            for f in state.fields
+            if f.slow is slow
+            # NVLink is not supported in MIG mode
+            and not (state.mig_enabled and f.metric is catalog.GPU_NVLINK_BYTES)
+        )
         if not wanted:
             return
         ids = [(getattr(n, f.name), f.scope) for f in wanted]
@@ -633,7 +675,7 @@ class NvmlBackend:
                 number = getattr(value.value, spec.member)
                 if spec.metric is catalog.GPU_MEMORY_TEMPERATURE and number > _MAX_TEMPERATURE_C:
                     continue
-                run.result.gpu.set(spec.metric, number * spec.factor, *spec.extra)
+                readings.set(spec.metric, number * spec.factor, *spec.extra)
             elif status in (
                 n.NVML_ERROR_NOT_SUPPORTED,
                 n.NVML_ERROR_NO_PERMISSION,
