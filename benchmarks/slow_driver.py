@@ -6,7 +6,7 @@ Starts the exporter on 8 simulated H100s with seven 1g.10gb GPU instances each (
 1 s sampling) and, for --seconds, runs the same closed-loop load (16 clients, --requests each
 time) back to back. Then it makes GPU 0's driver calls hang (POST /api/sim/fault
 {"gpu": 0, "kind": "hang"}) and for another --seconds runs that load again while a watcher
-scrapes every WATCH_S to see which GPUs' energy counters still move, when GPU 0 shows
+scrapes every WATCH_S to see which GPUs' series still change, when GPU 0 shows
 nvidia_gpu_up 0 and how long the collector went between cycles. GPU 0 is always recovered at
 the end. Prints JSON on stdout and a summary on stderr. Verdict: the worst p99 of a load during
 the hang within 2x of the worst before it, and every other GPU updated during the hang.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import threading
 import time
@@ -43,16 +44,18 @@ HUNG_GPU = 0
 WATCH_S = 0.1
 RECOVER_TIMEOUT_S = 10.0
 P99_RATIO_LIMIT = 2.0
-ENERGY = "nvidia_gpu_energy_joules_total"
+# A GPU's own and its instances' sample lines: any of them changing shows a new sample landed.
+GPU_LINE = re.compile(rb'^nvidia_[^{\n]*\{[^}\n]*\bgpu="(\d+)"[^\n]*$', re.MULTILINE)
 UP = "nvidia_gpu_up"
 LAST_COLLECT = "migexporter_last_collect_timestamp_seconds"
 
 
 @dataclass
 class Watch:
-    """What scrapes during the hang showed: per GPU energy readings, up values, cycle ends."""
+    """What scrapes during the hang showed: per GPU changes of its series, up values, cycle ends."""
 
-    energy: dict[str, list[float]] = field(default_factory=dict)  # GPU index -> distinct values
+    # GPU index -> hashes of its sample lines, each different from the one before
+    states: dict[str, list[int]] = field(default_factory=dict)
     down_after_s: float | None = None  # from the hang to the first scrape with GPU 0 up == 0
     collect_ends: list[float] = field(default_factory=list)  # distinct last-collect timestamps
     scrapes: int = 0
@@ -60,10 +63,14 @@ class Watch:
 
     def observe(self, body: bytes, since_hang: float) -> None:
         self.scrapes += 1
-        for key, value in series(body, ENERGY).items():
-            readings = self.energy.setdefault(dict(key)["gpu"], [])
-            if not readings or readings[-1] != value:
-                readings.append(value)
+        lines: dict[str, list[bytes]] = {}
+        for match in GPU_LINE.finditer(body):
+            lines.setdefault(match.group(1).decode(), []).append(match.group(0))
+        for gpu, its_lines in lines.items():
+            states = self.states.setdefault(gpu, [])
+            state = hash(tuple(its_lines))
+            if not states or states[-1] != state:
+                states.append(state)
         hung = next((v for k, v in series(body, UP).items() if dict(k)["gpu"] == str(HUNG_GPU)), 1)
         if hung == 0 and self.down_after_s is None:
             self.down_after_s = round(since_hang, 3)
@@ -127,9 +134,9 @@ def measure(server: Server, requests: int, seconds: float) -> dict[str, Any]:
     seen = result[0]
     worst_before, worst = _worst(before), _worst(during)
     ratio = worst["p99_ms"] / worst_before["p99_ms"] if worst_before["p99_ms"] > 0 else math.inf
-    others = sorted((g for g in seen.energy if g != str(HUNG_GPU)), key=int)
-    updated = [int(g) for g in others if len(seen.energy[g]) > 1]
-    stale = [int(g) for g in others if len(seen.energy[g]) <= 1]
+    others = sorted((g for g in seen.states if g != str(HUNG_GPU)), key=int)
+    updated = [int(g) for g in others if len(seen.states[g]) > 1]
+    stale = [int(g) for g in others if len(seen.states[g]) <= 1]
     gaps = [b - a for a, b in zip(seen.collect_ends, seen.collect_ends[1:], strict=False)]
     scrapes_ok = ratio <= P99_RATIO_LIMIT and not any(b["errors"] for b in before + during)
     others_ok = bool(others) and not stale and not seen.errors
@@ -146,7 +153,7 @@ def measure(server: Server, requests: int, seconds: float) -> dict[str, Any]:
             "watch_errors": seen.errors[:5],
             "gpus_updated": updated,
             "gpus_stale": stale,
-            "energy_updates": {g: len(v) - 1 for g, v in sorted(seen.energy.items())},
+            "updates": {g: len(v) - 1 for g, v in sorted(seen.states.items())},
             "hung_gpu_up_0_after_s": seen.down_after_s,
             "collect_cycles_seen": len(seen.collect_ends),
             "longest_gap_between_cycles_s": round(max(gaps), 3) if gaps else None,

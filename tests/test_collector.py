@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 
@@ -327,5 +328,36 @@ async def test_a_lost_gpu_counts_one_error_per_failed_collection():
         # A sample failing in its worker thread while the loop was cancelled is not counted;
         # counting refreshes too would put the errors well above the failed samples.
         assert backend.failed_samples - 1 <= collector._errors["GPU-0"] <= backend.failed_samples
+    finally:
+        await collector.stop()
+
+
+class RecordingBackend(StubBackend):
+    """Keeps when each sample call started and ended, by GPU index."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[tuple[int, float, float]] = []
+
+    def sample(self, gpu: Gpu):
+        started = time.monotonic()
+        try:
+            return super().sample(gpu)
+        finally:
+            self.calls.append((gpu.index, started, time.monotonic()))
+
+
+async def test_a_cycle_starts_each_gpus_call_when_the_one_before_has_answered():
+    """GPU calls started all at once fight over the interpreter lock: within a cycle, each
+    GPU's call starts once the call of the GPU before it has returned."""
+    gpus = [Gpu(i, f"GPU-{i}", "H100") for i in range(4)]
+    backend = RecordingBackend(gpus=gpus, slow=dict.fromkeys(range(4), 0.02))
+    collector = Collector(backend, BuildInfo("test"), interval=1.0, topology_refresh=60)
+    await collector.start()
+    try:
+        first_cycle = backend.calls[:4]
+        assert [index for index, _, _ in first_cycle] == [0, 1, 2, 3]
+        for (_, _, ended), (_, started, _) in itertools.pairwise(first_cycle):
+            assert started >= ended
     finally:
         await collector.stop()
