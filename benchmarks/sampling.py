@@ -1,7 +1,7 @@
 """Sampling cost: CPU the collector spends per cycle and per instance, the simulator's subtracted.
 
 Usage: python benchmarks/sampling.py [--quick] [--seconds S] [--backend nvml|dcgm|both]
-                                     [--interval 1|0.1] [--real]
+                                     [--interval 1|0.1] [--real] [--repeat N]
 
 In process: builds 8 simulated H100s with seven 1g.10gb GPU instances each and runs the
 collector as `migexporter --simulate` does (the same Collector, backends, event loop and switch
@@ -19,7 +19,9 @@ NVIDIA's do, stay in the collector's figure, as does rendering the exposition. T
 it are also reported on their own: the backend's sampling calls (net of the simulator, though
 with the wrappers' ~1 us per simulator call) and the render. Prints JSON on stdout and a
 summary on stderr.
-Target: under 1% of one core at a 1 s interval (NVML backend).
+Target: under 1% of one core at a 1 s interval (NVML backend). With --repeat N every run is
+made N times, the backends and intervals taking turns, and the target is judged on the median
+of the N: on a shared host one run can differ from the next by a tenth.
 
 With --real, the NVML backend reads this machine's own GPUs through nvidia-ml-py instead, and
 nothing is subtracted: the figure is what the exporter costs there, the NVML library's own CPU
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import statistics
 import sys
 import threading
 import time
@@ -290,20 +293,25 @@ def figures(raw: dict[str, float], overhead: dict[str, float]) -> dict[str, Any]
 
 
 async def measure(
-    backends: tuple[str, ...], seconds: dict[float, float], *, real: bool = False
+    backends: tuple[str, ...],
+    seconds: dict[float, float],
+    *,
+    real: bool = False,
+    repeat: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Every backend at every interval, one after another, each on a fresh fleet; the rows and
-    what the wrapper costs per simulator call."""
+    """Every backend at every interval, one after another, each on a fresh fleet, ``repeat``
+    times over; the rows and what the wrapper costs per simulator call."""
     overhead = wrapper_overhead_s()
     render_meter = CpuMeter()
     rows = []
     # The collector looks render up in its module on every use: time it there.
     with mock.patch.object(collector_module, "render", render_meter.wrap(exposition.render)):
-        for backend_name in backends:
-            for interval, length in seconds.items():
-                raw = await run(backend_name, interval, length, render_meter, real=real)
-                row = {"backend": backend_name, "interval_s": interval, "seconds": length}
-                rows.append(row | figures(raw, overhead))
+        for repetition in range(1, repeat + 1):
+            for backend_name in backends:
+                for interval, length in seconds.items():
+                    raw = await run(backend_name, interval, length, render_meter, real=real)
+                    row = {"backend": backend_name, "interval_s": interval, "seconds": length}
+                    rows.append(row | figures(raw, overhead) | {"repetition": repetition})
     return rows, overhead
 
 
@@ -320,7 +328,9 @@ def main() -> int:
     sys.setswitchinterval(cli.SWITCH_INTERVAL_S)  # as the exporter runs
     try:
         with asyncio.Runner(loop_factory=cli._loop_factory()) as runner:  # noqa: SLF001 (the exporter's own loop)
-            rows, overhead = runner.run(measure(backends, seconds, real=args.real))
+            rows, overhead = runner.run(
+                measure(backends, seconds, real=args.real, repeat=args.repeat)
+            )
     except BenchmarkError as error:
         print(f"sampling: {error}", file=sys.stderr)
         return CANNOT_RUN
@@ -334,23 +344,25 @@ def main() -> int:
         for r in rows
     ]
     target = None  # the target is for 1 s: absent when only 100 ms ran
-    target_row = next(  # the target is for the simulated 8 x 7 fleet
-        (r for r in rows if r["interval_s"] == 1.0 and r["backend"] == backends[0]), None
-    )
-    if args.real:
-        target_row = None
-    if target_row is not None:
-        met = target_row["collector_pct_of_one_core"] < TARGET_PCT_OF_CORE
+    target_pcts = [  # the target is for the simulated 8 x 7 fleet
+        r["collector_pct_of_one_core"]
+        for r in rows
+        if r["interval_s"] == 1.0 and r["backend"] == backends[0] and not args.real
+    ]
+    if target_pcts:
+        median = statistics.median(target_pcts)
+        met = median < TARGET_PCT_OF_CORE
         target = {
             "backend": backends[0],
             "interval_s": 1.0,
-            "pct_of_one_core": target_row["collector_pct_of_one_core"],
+            "pct_of_one_core": median,  # the median over the repetitions
+            "runs_pct": target_pcts,
             "limit_pct": TARGET_PCT_OF_CORE,
             "met": met,
         }
         summary.append(
-            f"target < {TARGET_PCT_OF_CORE:g}% of one core at 1 s ({backends[0]}): "
-            f"{'met' if met else 'MISSED'}"
+            f"target < {TARGET_PCT_OF_CORE:g}% of one core at 1 s ({backends[0]}): median "
+            f"{median:.2f}% of {len(target_pcts)} run(s): {'met' if met else 'MISSED'}"
         )
     report(
         "sampling",
@@ -386,9 +398,14 @@ def _arguments() -> argparse.Namespace:
         action="store_true",
         help="the NVML backend on this machine's GPUs, the library's CPU included",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each backend and interval, in turn"
+    )
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
