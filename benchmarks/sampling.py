@@ -318,9 +318,7 @@ async def measure(
 def main() -> int:
     """Measure, print the figures, and say in one line whether the target was met."""
     args = _arguments()
-    backends = BACKENDS if args.backend == "both" and not args.real else (args.backend,)
-    if args.real:
-        backends = ("nvml",)
+    backends = ("nvml",) if args.real else BACKENDS if args.backend == "both" else (args.backend,)
     seconds = QUICK_SECONDS if args.quick else dict.fromkeys(INTERVALS_S, args.seconds)
     if args.interval is not None:
         seconds = {args.interval: seconds[args.interval]}
@@ -406,6 +404,8 @@ def _arguments() -> argparse.Namespace:
         parser.error("--seconds must be positive")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.real and args.backend == "dcgm":
+        parser.error("--real measures the NVML backend only")
     return args
 
 
