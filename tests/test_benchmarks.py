@@ -79,3 +79,14 @@ def test_xid_latency_without_a_driver_exits_2_with_one_line() -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("xid_latency: ")
     assert "Traceback" not in result.stderr
+
+
+def test_scrape_with_compat_judges_the_compat_run_against_the_same_baseline() -> None:
+    result = _run("scrape", "--quick", "--compat", "dcgm-exporter")
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    servers = {row["server"] for row in figures["results"]}
+    assert servers == {"migexporter", "migexporter --compat", "baseline"}
+    targets = figures["targets"]
+    assert {"plain", "gzip", "compat_plain", "compat_gzip"} <= targets.keys()
+    assert targets["compat_gzip"]["p99_ms"] > 0

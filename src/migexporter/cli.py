@@ -15,7 +15,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migexporter import __version__, privileges, webconfig
+from migexporter import __version__, compat, privileges, webconfig
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
@@ -257,6 +257,9 @@ async def serve(config: Config) -> None:
         interval=config.interval,
         topology_refresh=config.topology_refresh,
         pods=pods,
+        compat_views=compat.Views(
+            tuple(compat.PROFILES[name] for name in config.compat), compat.host_label()
+        ),
     )
     try:
         await collector.start()

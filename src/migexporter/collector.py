@@ -30,6 +30,7 @@ from migexporter.backends.base import (
     GpuSample,
     GpuUnavailableError,
 )
+from migexporter.compat import Views
 from migexporter.exposition import (
     BuildInfo,
     EventCount,
@@ -103,6 +104,7 @@ class Collector:
         interval: seconds between sampling cycles.
         topology_refresh: seconds between re-enumerations when no MIG event asks for one.
         pods: who holds which device, for the pod labels; None outside Kubernetes.
+        compat_views: other exporters' names the exposition also shows (``--compat``).
         clock: wall clock for timestamps (injectable for tests).
     """
 
@@ -114,10 +116,12 @@ class Collector:
         interval: float = 1.0,
         topology_refresh: float = 10.0,
         pods: PodSource | None = None,
+        compat_views: Views | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         self._pods = pods
+        self._compat_views = compat_views or Views()
         self._build = build
         self._interval = interval
         self._topology_refresh = topology_refresh
@@ -435,6 +439,7 @@ class Collector:
             events=dict(self._counts),
             pods=self._pod_map(),
             pod_resources_up=self._pods.up if self._pods is not None else None,
+            compat_views=self._compat_views,
         )
 
     def _render_soon(self) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
+from migexporter import compat
 from migexporter.pods import DEFAULT_SOCKET
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Config:
     pod_max_age: float = 60.0
     log_level: str = "info"
     web_config: str | None = None
+    compat: tuple[str, ...] = ()
     config: str | None = None
 
 
@@ -141,6 +143,17 @@ def _simulate(text: str) -> str:
     if not text:
         raise ValueError("must not be empty (use 'default' for the default fleet)")
     return "default" if text.lower() in {"1", "true", "yes", "on"} else text
+
+
+def _compat(text: str) -> tuple[str, ...]:
+    """Compat profile names from a comma list, in order, each once; 'off' or empty for none."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names in ([], ["off"], ["none"]):
+        return ()
+    unknown = [n for n in names if n not in compat.PROFILES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not one of {', '.join(compat.PROFILES)} (or off)")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,13 @@ OPTIONS: tuple[Option, ...] = (
         "exporter takes it; re-read when it changes (none: plain HTTP)",
         "FILE",
     ),
+    Option(
+        "compat",
+        _compat,
+        "also serve another exporter's metric names, units and labels, from the same samples: "
+        f"{', '.join(compat.PROFILES)}; repeat the flag or give a comma list (off)",
+        "PROFILE[,PROFILE]",
+    ),
     Option("log_level", _choice(LOG_LEVELS), "log verbosity (info)", "|".join(LOG_LEVELS)),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -258,9 +278,10 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings")
     for option in OPTIONS:
-        extra: dict[str, Any] = (
-            {"nargs": "?", "const": "default"} if option.key == "simulate" else {}
-        )
+        extra: dict[str, Any] = {
+            "simulate": {"nargs": "?", "const": "default"},
+            "compat": {"action": "append"},
+        }.get(option.key, {})
         parser.add_argument(
             option.flag, dest=option.key, metavar=option.metavar, help=option.help, **extra
         )
@@ -293,12 +314,21 @@ def load_file(path: str) -> dict[str, str]:
                 f"config file {path}: unknown setting {key!r} "
                 f"(known: {', '.join(o.key for o in OPTIONS)})"
             )
-        if value is None or (value is False and name == "simulate"):
-            continue
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"config file {path}: {key} must be a single value")
-        settings[name] = "default" if value is True and name == "simulate" else str(value)
+        text = _setting_text(path, key, name, value)
+        if text is not None:
+            settings[name] = text
     return settings
+
+
+def _setting_text(path: str, key: object, name: str, value: object) -> str | None:
+    """One YAML value as the text its option parses; None where it leaves the default."""
+    if value is None or (value is False and name == "simulate"):
+        return None
+    if name == "compat" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)  # a YAML list of profiles, as the flag repeated
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"config file {path}: {key} must be a single value")
+    return "default" if value is True and name == "simulate" else str(value)
 
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str = "") -> Config:
@@ -308,6 +338,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str =
         ConfigError: with one line naming the source and the problem.
     """
     given = vars(build_parser(version).parse_args(argv))
+    if "compat" in given:  # --compat repeated: one comma list, as in the environment
+        given["compat"] = ",".join(given["compat"])
     config_path = given.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
     layers: list[tuple[str, Mapping[str, str]]] = [
         (f"config file {config_path}: ", load_file(config_path) if config_path else {}),

@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-from migexporter import catalog, xids
+from migexporter import catalog, compat, xids
 from migexporter.catalog import Kind, Metric
 from migexporter.pods import NO_OWNER, Labels, PodMap
 
@@ -77,6 +77,7 @@ class Snapshot:
     events: Mapping[EventKey, EventCount] = field(default_factory=dict)
     pods: PodMap = field(default_factory=PodMap)
     pod_resources_up: bool | None = None  # None: pod attribution is off
+    compat_views: compat.Views = field(default_factory=compat.Views)  # dcgm-exporter names too
 
     def collect(self) -> Iterator[Family]:
         """prometheus_client's Collector protocol: yield every family, catalog order."""
@@ -285,6 +286,9 @@ def render(snapshot: Snapshot, gzipped: Iterable[bool] = ()) -> Exposition:
         lines = _sample_lines(metric, series)
         text_parts += (text_header, lines)
         om_parts += (om_header, lines)
+    for family in compat.render(snapshot, snapshot.compat_views):
+        text_parts.append(family.text(openmetrics=False))
+        om_parts.append(family.text(openmetrics=True))
     om_parts.append("# EOF\n")
     exposition = Exposition("".join(text_parts).encode(), "".join(om_parts).encode())
     for om in gzipped:  # here, in the render thread, rather than on a scrape

@@ -58,6 +58,8 @@ def daemonset() -> dict[str, Any]:
             # The NVIDIA container runtime exposes every GPU without allocating any.
             {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"},
+            # The node's name, for the hostname label of --compat dcgm-exporter, as there.
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         ],
         "ports": [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}],
         "resources": RESOURCES,
