@@ -101,6 +101,7 @@ def fixed_snapshot(views: compat.Views | None = None) -> Snapshot:
     events = {
         EventKey(xid, h100.uuid, 2, 0, "31", "1g.10gb", OWNER): EventCount("0", 2, 100.0),
         EventKey(xid, h100.uuid, 2, 0, "13", "1g.10gb", OWNER): EventCount("0", 1, 50.0),
+        EventKey(xid, h100.uuid, 1, None, "43", "3g.40gb"): EventCount("0", 1, 60.0),
         EventKey(xid, a100.uuid, None, None, "79"): EventCount("1", 1, 70.0),
     }
     return Snapshot(
@@ -183,12 +184,22 @@ def test_the_4_9_profile_leaves_out_what_no_source_names() -> None:
 
 def test_an_xid_moves_the_compat_series_in_the_same_render() -> None:
     snapshot = fixed_snapshot()
-    key = EventKey(catalog.XID_ERRORS, "GPU-0000aaaa", 1, 0, "48", "3g.40gb")
+    key = EventKey(catalog.XID_ERRORS, "GPU-0000aaaa", 1, None, "48", "3g.40gb")
     events = {**snapshot.events, key: EventCount("0", 1, 200.0)}
     text = render(Snapshot(**{**snapshot.__dict__, "events": events})).text.decode()
     assert _values(text, "DCGM_FI_DEV_XID_ERRORS")[("0", "1")] == 48
-    assert _values(text, "DCGM_EXP_XID_ERRORS_TOTAL")[("0", "1")] == 1
-    assert _values(text, "nvidia_gpu_xid_errors_total")[("0", "1")] == 1
+    assert 'DCGM_EXP_XID_ERRORS_TOTAL{gpu="0"' in text
+    totals = [line for line in text.splitlines() if 'xid="48"' in line]
+    assert [line.rsplit(" ", 1)[1] for line in totals if line.startswith("DCGM_EXP")] == ["1"]
+    native = [line for line in totals if line.startswith("nvidia_gpu_xid_errors_total")]
+    assert [float(line.rsplit(" ", 1)[1]) for line in native] == [1.0]
+
+
+def test_the_xid_gauge_shows_what_dcgm_keeps_on_each_entity() -> None:
+    """An XID of a compute instance moves no gauge (DCGM keeps it on the compute instance);
+    one of a GPU instance moves that instance's; nothing is shown before the first XID."""
+    gauge = _values(_text(fixed_snapshot()), "DCGM_FI_DEV_XID_ERRORS")
+    assert gauge == {("0", "1"): 43, ("1", ""): 79}
 
 
 def test_a_gpu_without_a_sample_has_no_compat_series() -> None:

@@ -13,7 +13,8 @@ its default counters (``etc/default-counters.csv`` of NVIDIA/dcgm-exporter), in 
   instance, since DCGM answers a GPU-level field on an instance with its parent's value; memory
   and profiling fields are the instance's own;
 - families in field-id order (the template ranges over a map keyed by counter, field id first),
-  int64 fields printed with ``%d``, doubles with ``%f``; a field without a value has no series.
+  int64 fields printed with ``%d``, doubles with ``%f``; a field without a value has no series;
+- ``DCGM_FI_DEV_XID_ERRORS`` shows what DCGM keeps on the entity: see ``_last_xids``.
 
 Every value is a conversion of a native sample of the same snapshot, never a second read of the
 driver; the table ``PROFILES`` is the one place where a compat name is written.
@@ -365,28 +366,36 @@ def _field_lines(each: Field, rows: list[_Row]) -> str:
 _Where = tuple[str, int | None]  # GPU uuid, GPU instance id (None: the GPU itself)
 
 
-def _last_xids(events: Mapping[EventKey, EventCount]) -> dict[_Where, tuple[float, int]]:
-    """The latest XID of each GPU instance, and of each GPU for events on no instance."""
+def _last_xids(events: Mapping[EventKey, EventCount]) -> dict[_Where, int]:
+    """The latest XID DCGM keeps on each GPU instance entity, and on each GPU entity.
+
+    DCGM stores an XID on the compute instance the driver names, else on the GPU instance,
+    else on the GPU (DcgmCacheManager::RecordXidFor*, NVIDIA/DCGM 72fa3fe); dcgm-exporter
+    watches GPU instances, or GPUs without them, so an XID of a compute instance moves none of
+    its gauges. Such XIDs are counted in the total, per instance.
+    """
     latest: dict[_Where, tuple[float, int]] = {}
     for key, seen in events.items():
-        if key.metric is not catalog.XID_ERRORS:
+        if key.metric is not catalog.XID_ERRORS or key.compute_instance_id is not None:
             continue
         where = (key.gpu_uuid, key.gpu_instance_id)
         candidate = (seen.last_seconds, int(key.detail))
         if where not in latest or candidate > latest[where]:
             latest[where] = candidate
-    return latest
+    return {where: code for where, (_, code) in latest.items()}
 
 
-def _xid_gauge_lines(
-    profile: Profile, rows: list[_Row], last: dict[_Where, tuple[float, int]]
-) -> str:
-    """dcgm-exporter's last-value gauge: the entity's latest XID, 0 ("No Error") before one."""
+def _xid_gauge_lines(profile: Profile, rows: list[_Row], last: dict[_Where, int]) -> str:
+    """dcgm-exporter's last-value gauge: the entity's latest XID.
+
+    No series before the first one: DCGM answers a field without samples with a blank.
+    """
     lines = []
+    messages = dcgm_exporter_xids.MESSAGES
     for entity, identity, pods in rows:
-        where = (entity.gpu.uuid, entity.gi.id if entity.gi else None)
-        code = last.get(where, (0.0, 0))[1]
-        messages = dcgm_exporter_xids.MESSAGES
+        code = last.get((entity.gpu.uuid, entity.gi.id if entity.gi else None))
+        if code is None:
+            continue
         message = messages[code] if 0 <= code < len(messages) else dcgm_exporter_xids.UNKNOWN
         attributes = _attributes((*pods, ("err_code", str(code)), ("err_msg", message)))
         lines.append(f"{profile.xid_gauge}{{{identity}{attributes}}} {code}\n")
