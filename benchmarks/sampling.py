@@ -1,7 +1,7 @@
 """Sampling cost: CPU the collector spends per cycle and per instance, the simulator's subtracted.
 
 Usage: python benchmarks/sampling.py [--quick] [--seconds S] [--backend nvml|dcgm|both]
-                                     [--interval 1|0.1] [--real] [--repeat N]
+                                     [--interval 1|0.1] [--real] [--repeat N] [--compat P]
 
 In process: builds 8 simulated H100s with seven 1g.10gb GPU instances each and runs the
 collector as `migexporter --simulate` does (the same Collector, backends, event loop and switch
@@ -46,7 +46,7 @@ from harness import CANNOT_RUN, FLEET_8X7, SRC, BenchmarkError, report
 
 sys.path.insert(0, str(SRC))  # this checkout's exporter, as harness.child_env gives children
 
-from migexporter import __version__, cli, exposition, sim
+from migexporter import __version__, cli, compat, exposition, sim
 from migexporter import collector as collector_module
 from migexporter.backends import dcgm_bindings
 from migexporter.backends.base import BackendUnavailableError
@@ -212,12 +212,21 @@ def build(
     return backend, meters
 
 
-async def run(
-    backend_name: str, interval: float, seconds: float, render: CpuMeter, *, real: bool = False
+async def run(  # noqa: PLR0913  (the settings after render are keyword-only)
+    backend_name: str,
+    interval: float,
+    seconds: float,
+    render: CpuMeter,
+    *,
+    real: bool = False,
+    compat_profiles: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Run the collector for ``seconds`` after its first full cycle; raw CPU figures."""
     backend, meters = build(backend_name, interval, render, real=real)
-    collector = Collector(backend, BuildInfo(__version__, "simulated"), interval=interval)
+    views = compat.Views(tuple(compat.PROFILES[p] for p in compat_profiles), "bench")
+    collector = Collector(
+        backend, BuildInfo(__version__, "simulated"), interval=interval, compat_views=views
+    )
     try:
         try:
             await collector.start()
@@ -298,6 +307,7 @@ async def measure(
     *,
     real: bool = False,
     repeat: int = 1,
+    compat_profiles: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Every backend at every interval, one after another, each on a fresh fleet, ``repeat``
     times over; the rows and what the wrapper costs per simulator call."""
@@ -309,8 +319,12 @@ async def measure(
         for repetition in range(1, repeat + 1):
             for backend_name in backends:
                 for interval, length in seconds.items():
-                    raw = await run(backend_name, interval, length, render_meter, real=real)
+                    raw = await run(
+                        backend_name, interval, length, render_meter,
+                        real=real, compat_profiles=compat_profiles,
+                    )  # fmt: skip
                     row = {"backend": backend_name, "interval_s": interval, "seconds": length}
+                    row["compat"] = ",".join(compat_profiles)
                     rows.append(row | figures(raw, overhead) | {"repetition": repetition})
     return rows, overhead
 
@@ -327,7 +341,13 @@ def main() -> int:
     try:
         with asyncio.Runner(loop_factory=cli._loop_factory()) as runner:  # noqa: SLF001 (the exporter's own loop)
             rows, overhead = runner.run(
-                measure(backends, seconds, real=args.real, repeat=args.repeat)
+                measure(
+                    backends,
+                    seconds,
+                    real=args.real,
+                    repeat=args.repeat,
+                    compat_profiles=tuple(args.compat),
+                )
             )
     except BenchmarkError as error:
         print(f"sampling: {error}", file=sys.stderr)
@@ -398,6 +418,13 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of each backend and interval, in turn"
+    )
+    parser.add_argument(
+        "--compat",
+        action="append",
+        default=[],
+        choices=list(compat.PROFILES),
+        help="also render these compat profiles, as --compat does (repeatable)",
     )
     args = parser.parse_args()
     if args.seconds <= 0:

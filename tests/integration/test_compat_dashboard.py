@@ -99,4 +99,19 @@ def test_each_backend_serves_the_mig_shape(scraped: Prometheus, nodes: dict[str,
         used = scraped.query(f'DCGM_FI_DEV_FB_USED{{instance="{instance}",gpu="0"}}')
         native = scraped.query(f'nvidia_gpu_instance_memory_used_bytes{{instance="{instance}"}}')
         mib = {s.labels["GPU_I_ID"]: s.value for s in used}
-        assert mib.keys() == {s.labels["gpu_instance_id"] for s in native}, backend
+        # The same scrape holds both: the compat value is the native one converted.
+        assert mib == {s.labels["gpu_instance_id"]: s.value // 2**20 for s in native}, backend
+
+
+def test_counters_keep_their_names_through_openmetrics(
+    scraped: Prometheus, nodes: dict[str, Service]
+) -> None:
+    """Prometheus scrapes OpenMetrics first; the energy counter arrives under dcgm-exporter's
+    name, in mJ, equal to the native joules of the same scrape."""
+    for backend, service in nodes.items():
+        instance = urllib.parse.urlsplit(service.url).netloc
+        where = f'instance="{instance}",gpu="1"'
+        compat = scraped.query(f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{where}}}")
+        native = scraped.query(f"nvidia_gpu_energy_joules_total{{{where}}}")
+        assert len(compat) == 1, backend
+        assert compat[0].value == round(native[0].value * 1000), backend
