@@ -267,7 +267,7 @@ def _identity(gpu: Gpu, gi_id: str, profile: str, hostname: str, driver: str) ->
         f'gpu="{gpu.index}",UUID="{_escape(gpu.uuid)}",pci_bus_id="{_escape(gpu.pci_bus_id)}",'
         f'device="nvidia{gpu.index}",modelName="{_escape(gpu.name)}"'
     )
-    if profile:
+    if gi_id:
         labels += f',GPU_I_PROFILE="{_escape(profile)}",GPU_I_ID="{gi_id}"'
     if hostname:
         labels += f',hostname="{_escape(hostname)}"'
@@ -421,7 +421,7 @@ def _xid_total_lines(profile: Profile, snapshot: Snapshot, hostname: str, driver
         if gpu is None:  # not in this process's topology yet: the next render shows it
             continue
         gi_id = "" if key.gpu_instance_id is None else str(key.gpu_instance_id)
-        identity = _identity(gpu, gi_id, key.profile if gi_id else "", hostname, driver)
+        identity = _identity(gpu, gi_id, key.profile, hostname, driver)
         pods = tuple(zip(catalog.POD_LABELS, key.owner, strict=True))
         labels = identity + _attributes((*pods, ("xid", key.detail)))
         if labels not in counts:

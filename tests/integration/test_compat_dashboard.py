@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "data" / "dcgm-exporter-dashboard.json"
 FLEET = "h100-80gb:3g.40gb+1g.10gb*4,h100-80gb,a100-40gb"
-BACKENDS = ("nvml", "dcgm")
+# The NVML node serves the 4.9 names too, as an operator moving dashboards over would.
+COMPAT = {"nvml": "dcgm-exporter,dcgm-exporter-4.9", "dcgm": "dcgm-exporter"}
 WINDOW_S = 30.0
 STEP_S = 2.0
 
@@ -35,10 +36,10 @@ STEP_S = 2.0
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
     started: dict[str, Service] = {}
     try:
-        for backend in BACKENDS:
+        for backend, profiles in COMPAT.items():
             started[backend] = start_exporter(
                 tmp_path_factory.mktemp(backend), FLEET,
-                "--backend", backend, "--compat", "dcgm-exporter",
+                "--backend", backend, "--compat", profiles,
             )  # fmt: skip
         yield started
     finally:
@@ -115,3 +116,25 @@ def test_counters_keep_their_names_through_openmetrics(
         native = scraped.query(f"nvidia_gpu_energy_joules_total{{{where}}}")
         assert len(compat) == 1, backend
         assert compat[0].value == round(native[0].value * 1000), backend
+
+
+def test_the_4_9_names_carry_base_units(scraped: Prometheus, nodes: dict[str, Service]) -> None:
+    """Next to the 4.8 names, the 4.9 ones: Hz for MHz, a 0-1 ratio for percent, joules for mJ,
+    and DCGM_FI_SYSTEM_DRIVER_VERSION for DCGM_FI_DRIVER_VERSION."""
+    instance = urllib.parse.urlsplit(nodes["nvml"].url).netloc
+
+    def by_entity(name: str) -> dict[tuple[str, str], float]:
+        found = scraped.query(f'{name}{{instance="{instance}"}}')
+        return {(s.labels["gpu"], s.labels.get("GPU_I_ID", "")): s.value for s in found}
+
+    mhz = by_entity("DCGM_FI_DEV_SM_CLOCK")
+    assert mhz
+    assert by_entity("DCGM_FI_DEV_SM_CLOCK_HERTZ") == {k: v * 1e6 for k, v in mhz.items()}
+    percent = by_entity("DCGM_FI_DEV_GPU_UTIL")
+    assert percent
+    ratio = by_entity("DCGM_FI_DEV_GPU_UTIL_RATIO")
+    assert ratio.keys() == percent.keys()
+    assert all(abs(ratio[k] * 100 - percent[k]) <= 0.5 for k in percent)
+    labels = scraped.query(f'DCGM_FI_DEV_GPU_TEMP_CELSIUS{{instance="{instance}"}}')[0].labels
+    assert "DCGM_FI_SYSTEM_DRIVER_VERSION" in labels
+    assert "DCGM_FI_DRIVER_VERSION" not in labels
