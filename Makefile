@@ -17,7 +17,7 @@ IS_ROOT_WITH_APT = [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1
 .PHONY: help venv run test deps lint fmt typecheck pytest
 
 help:
-	@echo "make run        serve a simulated fleet on :9945 (extra flags: ARGS='--listen :9100')"
+	@echo "make run        serve a simulated fleet on 127.0.0.1:9945 (extra flags: ARGS='--listen :9100')"
 	@echo "make test       lint, format check, type check and all tests, as CI runs them"
 	@echo "make venv       create $(VENV) and install the project with its dev tools"
 	@echo "make deps       install Debian's prometheus, alertmanager, victoria-metrics (as root)"
@@ -46,7 +46,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: venv
-	$(BIN)/migexporter --simulate $(ARGS)
+	$(BIN)/migexporter --simulate --listen 127.0.0.1:9945 $(ARGS)
 
 # Debian's prometheus, prometheus-alertmanager, kubernetes-client and victoria-metrics: the tests
 # scrape the exporter with a real Prometheus, page through a real Alertmanager, render the kustomize

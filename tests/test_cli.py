@@ -53,8 +53,12 @@ def test_no_driver_says_what_it_looked_for_and_suggests_simulate():
         (["--simulate", "/nonexistent/scenario.yaml"], "--simulate"),
         (["--dcgm-bindings", "/nonexistent"], "--dcgm-bindings"),
         (["--simulate", "--backend", "dcgm", "--dcgm-bindings", "/"], "no DCGM Python bindings"),
+        # A value that starts with '-' reaches its option's parser, which says what is wrong.
+        (["--interval", "-1s"], "--interval: '-1s' is not a duration"),
+        (["--simulat"], "unrecognized arguments: --simulat"),  # no prefix abbreviations
+        (["--pod-max-age", "5s"], "--pod-max-age 5s (on the command line) is shorter than"),
     ],
-)
+)  # fmt: skip
 def test_bad_flags_exit_2_with_one_line(args, fragment):
     """Invalid flags and fleet specs are one line on stderr and exit status 2."""
     assert fragment in _one_error_line(_run(*args))
@@ -84,8 +88,14 @@ def test_version_and_help():
         "--topology-refresh",
         "--log-level",
         "--config",
+        "--compat",
     ):
         assert flag in text
+    for subcommand in ("dashboards --out", "alerts --out", "kubernetes --out"):
+        assert subcommand in text
+    spelled = _run("help")
+    assert spelled.returncode == 0
+    assert spelled.stdout == text
 
 
 def test_serving_imports_no_generator():

@@ -118,3 +118,12 @@ def test_dcgm_bindings_directory_from_environment(tmp_path):
     """The bindings directory can come from MIGEXPORTER_DCGM_BINDINGS."""
     env = {"MIGEXPORTER_DCGM_BINDINGS": str(tmp_path)}
     assert parse_config([], env).dcgm_bindings == str(tmp_path)
+
+
+def test_the_pod_max_age_error_names_both_settings_and_where_each_came_from() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(["--pod-max-age", "5s"], {"MIGEXPORTER_POD_REFRESH": "20s"})
+    assert str(raised.value).startswith(
+        "--pod-max-age 5s (on the command line) is shorter than "
+        "--pod-refresh 20s (from MIGEXPORTER_POD_REFRESH)"
+    )

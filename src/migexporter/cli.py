@@ -21,7 +21,7 @@ from migexporter.backends.base import BackendUnavailableError
 from migexporter.backends.dcgm import DcgmBackend
 from migexporter.backends.nvml import NvmlBackend
 from migexporter.collector import Collector
-from migexporter.config import Config, ConfigError, OneLineParser, parse_config
+from migexporter.config import Config, ConfigError, OneLineParser, build_parser, parse_config
 from migexporter.exposition import BuildInfo
 from migexporter.pods import PodResourcesWatcher
 from migexporter.server import create_app, start_server
@@ -51,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator = _GENERATORS.get(args[0]) if args else None
     if generator is not None:
         return generator(args[1:])
+    if args[:1] == ["help"]:
+        print(build_parser(__version__, _SUBCOMMANDS).format_help(), end="")  # noqa: T201
+        return 0
     try:
-        config = parse_config(args, os.environ, __version__)
+        config = parse_config(args, os.environ, __version__, epilog=_SUBCOMMANDS)
     except ConfigError as error:
         print(f"migexporter: error: {error}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
@@ -138,6 +141,14 @@ _GENERATORS: dict[str, Callable[[list[str]], int]] = {
     "alerts": _alerts,
     "kubernetes": _kubernetes,
 }
+
+
+_SUBCOMMANDS = """subcommands (each takes --help):
+  dashboards --out DIR   write the Grafana dashboards (and --preview PNGs)
+  alerts --out DIR       write the Prometheus alerting and recording rules
+  kubernetes --out DIR   write the kustomize manifests
+  help                   this text
+"""
 
 
 def _write(out: Path, files: dict[str, str]) -> list[Path]:

@@ -259,6 +259,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", _choice(LOG_LEVELS), "log verbosity (info)", "|".join(LOG_LEVELS)),
 )
 _BY_KEY = {option.key: option for option in OPTIONS}
+_FLAGS = frozenset({*(option.flag for option in OPTIONS), "--config", "--version", "--help", "-h"})
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -269,12 +270,15 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def build_parser(version: str) -> argparse.ArgumentParser:
-    """The serve command's flags, all defaulting to "not given"."""
+def build_parser(version: str, epilog: str = "") -> argparse.ArgumentParser:
+    """The serve command's flags, all defaulting to "not given"; ``epilog`` ends its help."""
     parser = OneLineParser(
         prog="migexporter",
         description="Prometheus exporter for NVIDIA MIG instances.",
+        epilog=epilog,
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,  # --simulat is a typo, not --simulate
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with any of the settings")
     for option in OPTIONS:
@@ -331,13 +335,15 @@ def _setting_text(path: str, key: object, name: str, value: object) -> str | Non
     return "default" if value is True and name == "simulate" else str(value)
 
 
-def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str = "") -> Config:
+def parse_config(
+    argv: Sequence[str], environ: Mapping[str, str], version: str = "", epilog: str = ""
+) -> Config:
     """Merge flags, environment and file into a validated Config.
 
     Raises:
         ConfigError: with one line naming the source and the problem.
     """
-    given = vars(build_parser(version).parse_args(argv))
+    given = vars(build_parser(version, epilog).parse_args(_values_attached(argv)))
     if "compat" in given:  # --compat repeated: one comma list, as in the environment
         given["compat"] = ",".join(given["compat"])
     config_path = given.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
@@ -347,6 +353,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str =
         ("", given),
     ]
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for prefix, layer in layers:
         for key, text in layer.items():
             option = _BY_KEY[key]
@@ -355,11 +362,45 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str], version: str =
                 values[key] = option.parse(text)
             except ValueError as error:
                 raise ConfigError(f"{source}: {error}") from error
+            sources[key] = (
+                "on the command line"
+                if layer is given
+                else f"from {config_path}"
+                if prefix
+                else f"from {option.env}"
+            )
     known = {f.name for f in fields(Config)}
     config = Config(config=config_path, **{k: v for k, v in values.items() if k in known})
     if config.pod_max_age < config.pod_refresh:
+
+        def said(key: str, seconds: float) -> str:
+            return f"--{key.replace('_', '-')} {seconds:g}s ({sources.get(key, 'the default')})"
+
         raise ConfigError(
-            f"pod max age {config.pod_max_age:g}s is shorter than pod refresh "
-            f"{config.pod_refresh:g}s: every map would age out before the next one"
+            f"{said('pod_max_age', config.pod_max_age)} is shorter than "
+            f"{said('pod_refresh', config.pod_refresh)}: every map would age out before the next"
         )
     return config
+
+
+def _values_attached(argv: Sequence[str]) -> list[str]:
+    """``argv`` with a value that starts with '-' (``--interval -1s``) attached to its flag.
+
+    argparse would take such a value for a flag and say "expected one argument"; attached, it
+    reaches the option's own parser, which says what is wrong with it.
+    """
+    takes_value = {o.flag for o in OPTIONS if o.key != "simulate"} | {"--config"}
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in takes_value:
+            value = next(args, None)
+            if value is not None and value.startswith("-") and value not in _FLAGS:
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
