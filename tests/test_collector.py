@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from migexporter.backends.base import BackendUnavailableError, DeviceEvent, EventKind
-from migexporter.collector import Collector
+from migexporter.collector import Collector, XidLog
 from migexporter.exposition import BuildInfo
 from migexporter.topology import Gpu
 from stub_backend import StubBackend, gpu_instance
@@ -361,3 +362,42 @@ async def test_a_cycle_starts_each_gpus_call_when_the_one_before_has_answered():
             assert started >= ended
     finally:
         await collector.stop()
+
+
+async def test_a_paging_xid_is_one_warning_line_naming_where_it_happened(running, caplog):
+    backend, collector = running
+    caplog.set_level(logging.INFO, logger="migexporter.collector")
+    backend.events.put(DeviceEvent("GPU-0", EventKind.XID, time.time(), 48, 2, 0))
+    backend.events.put(DeviceEvent("GPU-1", EventKind.XID, time.time(), 63))  # a ticket
+    backend.events.put(DeviceEvent("GPU-1", EventKind.XID, time.time(), 31))  # info: no line
+    await _eventually(lambda: len(_counted(collector, "nvidia_gpu_xid_errors_total")) == 3, 2)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "XID" in r.getMessage()]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+    page = lines[0][1]
+    assert page.startswith(
+        "XID 48 ROBUST_CHANNEL_GPU_ECC_DBE (page) on GPU 0 (GPU-0) GPU instance 2"
+    )
+    assert "compute instance 0" in page
+    assert lines[1][1].startswith("XID 63 INFOROM_DRAM_RETIREMENT_EVENT (ticket) on GPU 1")
+
+
+def test_an_xid_storm_logs_a_burst_then_one_summary_per_window(caplog):
+    now = [0.0]
+    xid_log = XidLog(burst=3, window=10.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="migexporter.collector")
+    for _ in range(1000):
+        xid_log.event(63, "GPU 0")
+    xid_log.event(31, "GPU 0")  # info severity: counted elsewhere, never logged
+    xid_log.event(48, "GPU 1")
+    xid_log.flush()  # the window is still open: nothing more yet
+    assert len(caplog.records) == 3
+    now[0] = 10.0
+    xid_log.flush()
+    summary = caplog.records[-1]
+    assert summary.levelno == logging.WARNING  # a page was among those held back
+    assert summary.getMessage() == (
+        "998 more XID events in the last 10s, not logged one by one: XID 63 x997, XID 48 x1"
+    )
+    xid_log.event(43, "GPU 2")  # a new window logs again
+    assert caplog.records[-1].getMessage().startswith("XID 43 ")
+    assert len(caplog.records) == 5

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from migexporter import catalog
+from migexporter import catalog, xids
 from migexporter.backends.base import (
     ECC_ERROR_TYPES,
     BackendUnavailableError,
@@ -41,6 +41,7 @@ from migexporter.exposition import (
 )
 from migexporter.pods import NO_OWNER, Labels, PodMap
 from migexporter.topology import Gpu, Topology, diff
+from migexporter.xids import Severity
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -77,6 +78,65 @@ class PodSource(Protocol):
     @property
     def up(self) -> bool | None:
         """Whether the last refresh answered; None when attribution is off."""
+
+
+LOG_BURST = 20  # XID lines logged per window; the rest are summed up at its end
+LOG_WINDOW_S = 10.0
+_LOG_LEVELS = {Severity.PAGE: logging.WARNING, Severity.TICKET: logging.INFO}
+
+
+class XidLog:
+    """One log line per page-severity (WARNING) or ticket-severity (INFO) XID.
+
+    Under a storm, at most ``burst`` lines per ``window`` seconds; what is held back is summed
+    up in one line when the window ends (``flush``, called every cycle), so nothing is silent.
+    """
+
+    def __init__(
+        self,
+        burst: int = LOG_BURST,
+        window: float = LOG_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = burst
+        self._window = window
+        self._clock = clock
+        self._window_end = 0.0
+        self._logged = 0
+        self._held: collections.Counter[int] = collections.Counter()
+        self._held_level = logging.INFO
+
+    def event(self, code: int, where: str) -> None:
+        """Log XID ``code`` at ``where`` (GPU, instance, holder), or count it held back."""
+        row = xids.describe(code)
+        level = _LOG_LEVELS.get(row.severity)
+        if level is None:
+            return  # info-severity XIDs are counted, not logged
+        self.flush()
+        if self._logged < self._burst:
+            if self._logged == 0:
+                self._window_end = self._clock() + self._window
+            self._logged += 1
+            log.log(level, "XID %d %s (%s) on %s", code, row.mnemonic or "?", row.severity.value,
+                    where)  # fmt: skip
+            return
+        self._held[code] += 1
+        self._held_level = max(self._held_level, level)
+
+    def flush(self) -> None:
+        """End the window if its time is up: one line for what it held back."""
+        if self._logged == 0 or self._clock() < self._window_end:
+            return
+        if self._held:
+            counts = ", ".join(f"XID {code} x{n}" for code, n in self._held.most_common())
+            log.log(
+                self._held_level,
+                "%d more XID events in the last %gs, not logged one by one: %s",
+                sum(self._held.values()), self._window, counts,
+            )  # fmt: skip
+        self._logged = 0
+        self._held.clear()
+        self._held_level = logging.INFO
 
 
 class LateError(Exception):
@@ -122,6 +182,7 @@ class Collector:
         self.backend = backend
         self._pods = pods
         self._compat_views = compat_views or Views()
+        self._xid_log = XidLog()
         self._build = build
         self._interval = interval
         self._topology_refresh = topology_refresh
@@ -202,6 +263,7 @@ class Collector:
                 next_refresh = time.monotonic() + self._topology_refresh
             await self._collect()
             self._render_soon()
+            self._xid_log.flush()
             delay = max(started + self._interval - time.monotonic(), 0.0)
             with contextlib.suppress(TimeoutError):  # a MIG event cuts the wait short
                 await asyncio.wait_for(self._refresh_now.wait(), delay)
@@ -419,6 +481,8 @@ class Collector:
         self.events.appendleft(
             RecordedEvent(event, index, gi.mig_uuid if gi else "", gi.profile if gi else "", owner)
         )
+        if event.kind is EventKind.XID and event.xid is not None:
+            self._xid_log.event(event.xid, _where(event, index, gi.profile if gi else "", owner))
 
     def _pod_map(self) -> PodMap:
         return self._pods.current if self._pods is not None else _NO_PODS
@@ -456,6 +520,21 @@ class Collector:
             # Gzip what scrapers asked of the last exposition, in the render thread.
             asked = self.exposition.gzipped_formats()
             self.exposition = await asyncio.to_thread(render, snapshot, asked)
+
+
+def _where(event: DeviceEvent, index: str, profile: str, owner: Labels) -> str:
+    """Where an event happened, for a log line: GPU, instance and holder."""
+    where = f"GPU {index or '?'} ({event.gpu_uuid})"
+    if event.gpu_instance_id is not None:
+        where += f" GPU instance {event.gpu_instance_id}"
+        if profile:
+            where += f" ({profile})"
+    if event.compute_instance_id is not None:
+        where += f" compute instance {event.compute_instance_id}"
+    namespace, pod, container = owner
+    if pod:
+        where += f", held by {namespace}/{pod} container {container}"
+    return where
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
