@@ -70,8 +70,13 @@ def test_port_in_use_is_a_clear_error():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = _one_error_line(_run("--simulate", "--listen", f"127.0.0.1:{port}"))
-    assert f"127.0.0.1:{port}" in line
+        done = _run("--simulate", "--listen", f"127.0.0.1:{port}")
+    line = _one_error_line(done)
+    assert line == (
+        f"migexporter: error: cannot listen on 127.0.0.1:{port}: the port is in use by another "
+        "process (another exporter?); choose one with --listen"
+    )
+    assert "topology" not in done.stderr  # said before any GPU was enumerated
 
 
 def test_version_and_help():

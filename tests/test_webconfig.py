@@ -129,7 +129,8 @@ def test_bad_files_fail_with_one_line_naming_the_key(tmp_path: Path, content, me
         ({"client_allowed_sans": ["a"]}, "SAN filtering"),
         ({"min_version": "TLS13", "max_version": "TLS12"}, "min_version is above max_version"),
         ({"min_version": "SSL3"}, "'SSL3' is not one of"),
-        ({"key_file": "missing.key"}, "No such file"),
+        ({"key_file": "missing.key"}, r"key_file \S*missing.key: No such file"),
+        ({"cert_file": "missing.crt"}, r"cert_file \S*missing.crt: No such file"),
     ],
 )
 def test_tls_settings_python_cannot_honour_are_refused(pki: Pki, tls, message):

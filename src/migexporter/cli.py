@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -254,6 +255,7 @@ async def serve(config: Config) -> None:
     """
     web_state = _web_state(config)
     _say_what_privileges_leave_out(config)
+    await _check_listen(config.listen)  # before the GPUs: a taken port fails in a second
     fleet = scenario = None
     if config.simulate:
         nvml, fleet, scenario = _simulated(config)
@@ -295,7 +297,7 @@ async def serve(config: Config) -> None:
         server = await start_server(app, host, port, tls)
     except OSError as error:
         await collector.stop()
-        raise StartupError(f"cannot listen on {host or '*'}:{port}: {error.strerror}") from error
+        raise _listen_error(config.listen, error) from error
     log.info("serving %d GPUs on %s/metrics", len(collector.topology.gpus), server.url)
     try:
         await _until_signalled()
@@ -305,6 +307,28 @@ async def serve(config: Config) -> None:
             task.cancel()
         await server.close()
         await collector.stop()
+
+
+async def _check_listen(listen: tuple[str, int]) -> None:
+    """Bind the address once, as the server will, and let it go; StartupError if it cannot."""
+    host, port = listen
+    try:
+        probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, host or None, port)
+    except OSError as error:
+        raise _listen_error(listen, error) from error
+    probe.close()
+    await probe.wait_closed()
+
+
+def _listen_error(listen: tuple[str, int], error: OSError) -> StartupError:
+    host, port = listen
+    reason = {
+        errno.EADDRINUSE: "the port is in use by another process (another exporter?); "
+        "choose one with --listen",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        errno.EADDRNOTAVAIL: "no interface of this machine has that address",
+    }.get(error.errno or 0, error.strerror or str(error))
+    return StartupError(f"cannot listen on {host or '*'}:{port}: {reason}")
 
 
 async def _pod_watcher(config: Config) -> PodResourcesWatcher | None:

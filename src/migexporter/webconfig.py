@@ -87,6 +87,13 @@ class Tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = self.min_version
         context.maximum_version = self.max_version
+        named = (("cert_file", self.cert_file), ("key_file", self.key_file))
+        for key, path in (*named, ("client_ca_file", self.client_ca_file)):
+            if path:
+                try:  # OpenSSL's errors do not say which file: name the one that cannot be read
+                    Path(path).open("rb").close()
+                except OSError as error:
+                    raise ConfigError(f"{key} {path}: {error.strerror}") from error
         try:
             context.load_cert_chain(self.cert_file, self.key_file)
             if self.client_ca_file:
