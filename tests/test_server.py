@@ -8,10 +8,12 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from migexporter import httpguard
 from migexporter.backends.base import DeviceEvent, EventKind
 from migexporter.collector import Collector
 from migexporter.exposition import BuildInfo
 from migexporter.server import create_app, start_server
+from migexporter.sim import Fleet, add_routes
 from migexporter.topology import Gpu
 from stub_backend import StubBackend, gpu_instance
 
@@ -149,3 +151,25 @@ async def test_start_server_reports_its_url():
         assert not server.url.endswith(":0")
     finally:
         await server.close()
+
+
+async def test_aiohttps_own_4xx_answers_have_a_json_error_body(client):
+    """No route, a wrong method and a body too large answer JSON, as the simulation routes do."""
+    missing = await client.get("/nothing")
+    assert (missing.status, await missing.json()) == (404, {"error": "no such path: /nothing"})
+    wrong = await client.post("/metrics")
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "GET,HEAD"
+    assert (await wrong.json())["error"].startswith("POST is not allowed here")
+
+
+async def test_a_body_over_the_limit_is_a_413_with_a_json_error():
+    collector = Collector(StubBackend(gpus=[]), BuildInfo("test"), interval=3600.0)
+    app = create_app(collector)
+    add_routes(app, Fleet.default())
+    async with TestClient(TestServer(app)) as test_client:
+        response = await test_client.post(
+            "/api/sim/xid", data=b"x" * (httpguard.MAX_BODY_BYTES + 1)
+        )
+        assert response.status == 413
+        assert list(await response.json()) == ["error"]

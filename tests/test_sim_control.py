@@ -206,3 +206,23 @@ async def test_the_overheat_fault_is_applied_and_reported(client, fleet):
         assert (result["state"], result["overheated"]) == ("ok", overheated)
         reasons = nv.nvmlDeviceGetCurrentClocksEventReasons(device)
         assert bool(reasons & thermal) == overheated
+
+
+async def test_mig_mode_can_be_turned_off_and_on_again(client, fleet):
+    """{"mig": false} destroys the instances and leaves MIG mode; a layout turns it back on."""
+    status, result = await post(client, "/api/sim/mig", {"gpu": 0, "mig": False})
+    assert status == 200
+    assert (result["mig_enabled"], result["gpu_instances"]) == (False, [])
+    nv = FakeNvml(fleet)
+    nv.nvmlInit()
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+    assert nv.nvmlDeviceGetMigMode(device)[0] == pynvml.NVML_DEVICE_MIG_DISABLE
+    status, result = await post(client, "/api/sim/mig", {"gpu": 0, "profiles": ["7g.80gb"]})
+    assert status == 200
+    assert result["mig_enabled"] is True
+    assert [gi["profile"] for gi in result["gpu_instances"]] == ["7g.80gb"]
+    status, result = await post(
+        client, "/api/sim/mig", {"gpu": 0, "mig": False, "profiles": ["1g.10gb"]}
+    )
+    assert status == 400
+    assert "profiles need MIG on" in result["error"]

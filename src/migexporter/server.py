@@ -20,6 +20,7 @@ from migexporter.exposition import OPENMETRICS
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Awaitable, Callable
 
     from migexporter.backends.base import DeviceEvent, GpuSample
     from migexporter.collector import Collector, RecordedEvent
@@ -48,6 +49,7 @@ def create_app(
     middlewares = [guard.middleware()]
     if web_state is not None:
         middlewares.append(webconfig.middleware(web_state))
+    middlewares.append(_json_errors)  # innermost: the answers of routing and of the handlers
     app = web.Application(middlewares=middlewares, client_max_size=httpguard.MAX_BODY_BYTES)
     app[COLLECTOR] = collector
     app[GUARD] = guard
@@ -245,6 +247,27 @@ class Server:
         """Stop listening and finish open requests."""
         self.listener.close()
         await self.runner.cleanup()
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A 4xx of aiohttp's own (no route, wrong method, body too large) as a JSON error.
+
+    The simulation routes answer their errors in JSON already; these then do too.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400 or error.content_type == "application/json":
+            raise
+        message = {
+            404: f"no such path: {request.path}",
+            405: f"{request.method} is not allowed here (allowed: {error.headers.get('Allow')})",
+        }.get(error.status, error.text or error.reason)
+        allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else {}
+        return web.json_response({"error": message}, status=error.status, headers=allow)
 
 
 async def start_server(

@@ -129,7 +129,15 @@ def add_routes(app: web.Application, fleet: Fleet) -> None:
         return await _run(fleet.inject_recovery_action, body["gpu"], body["action"])
 
     async def mig(request: web.Request) -> web.Response:
-        body = await _body(request, {"gpu": _GPU, "profiles": _PROFILES}, {})
+        # {"gpu": 0, "profiles": [...]} sets a layout (MIG on); {"gpu": 0, "mig": false} turns
+        # MIG off again.
+        body = await _body(request, {"gpu": _GPU}, {"profiles": _PROFILES, "mig": _BOOLEAN})
+        if body.get("mig", True) is False:
+            if body.get("profiles"):
+                raise _error(web.HTTPBadRequest, "profiles need MIG on: leave out 'mig' or them")
+            return await _run(fleet.disable_mig, body["gpu"])
+        if "profiles" not in body:
+            raise _error(web.HTTPBadRequest, "missing key 'profiles' (or 'mig': false)")
         return await _run(fleet.reconfigure, body["gpu"], body["profiles"])
 
     async def fault(request: web.Request) -> web.Response:

@@ -382,6 +382,25 @@ class Fleet:
             self._apply(sim, GpuSpec(sim.model, mig_enabled=True, layout=tuple(layout)))
             return self._describe_gpu(sim)
 
+    def disable_mig(self, gpu: int) -> dict[str, Any]:
+        """Destroy every instance of GPU ``gpu``, then turn MIG mode off (``nvidia-smi -mig 0``).
+
+        A GPU already out of MIG mode is left as it is.
+        """
+        with self._verbs:
+            with self.lock:
+                sim = self._gpu(gpu)
+                if sim.state is not GpuState.OK:
+                    raise SimError(f"GPU {gpu} is {sim.state.value}; recover it first")
+                if not sim.mig_enabled:
+                    return self._describe_gpu(sim)
+            self._apply(sim, GpuSpec(sim.model, mig_enabled=True, layout=()))
+            with self.lock:
+                self.advance(sim)
+                sim.mig_enabled = False  # real GPUs need a reset for this; the sim does not
+                self._config_changed(sim)
+            return self._describe_gpu(sim)
+
     def inject_xid(
         self,
         gpu: int,
