@@ -45,7 +45,10 @@ RUNBOOK = "https://github.com/migexporter/migexporter/blob/main/alerts/README.md
 RULE_FILE, PROMETHEUS_RULE = "migexporter.rules.yml", "prometheusrule.yaml"
 
 _GI_KEY = "instance, gpu_uuid, gpu_instance_id"
-_WHERE = "{{ $labels.instance }} GPU {{ $labels.gpu }} ({{ $labels.gpu_uuid }})"
+# The node where the ServiceMonitor sets it (a pod IP means nothing to whoever is paged), else
+# the scrape address.
+_NODE = "{{ with $labels.node }}{{ . }}{{ else }}{{ $labels.instance }}{{ end }}"
+_WHERE = _NODE + " GPU {{ $labels.gpu }} ({{ $labels.gpu_uuid }})"
 _INSTANCE = (
     "{{ with $labels.gpu_instance_id }} GPU instance {{ . }}{{ end }}"
     "{{ with $labels.profile }} ({{ . }}){{ end }}"
@@ -125,7 +128,7 @@ def _xid_alerts(window: str, burst_window: str) -> list[Alert]:
     # The time check keeps XIDs that a driver replays with old timestamps out of a burst.
     events = rules.xid_events(attributed_43, burst_window)
     burst = (
-        f"sum by (cluster, {_GI_KEY}, gpu, profile, xid) ({events}) >= {XID43_BURST}"
+        f"sum by (cluster, {_GI_KEY}, node, gpu, profile, xid) ({events}) >= {XID43_BURST}"
         f" and on (cluster, {_GI_KEY}, xid) ({_recent(attributed_43, burst_window)})"
     )
     other = f"XID {{{{ $labels.xid }}}} ({{{{ $labels.mnemonic }}}}) on {_WHERE}{_INSTANCE}"
@@ -204,7 +207,7 @@ def _health_alerts() -> list[Alert]:
             "MigExporterDown",
             f'up{{job="{JOB}"}} == 0',
             "critical",
-            "migexporter on {{ $labels.instance }} is down",
+            f"migexporter on {_NODE} is down",
             "Prometheus cannot scrape the exporter: the node's GPUs are not watched and no XID "
             "reaches a pager. Check the exporter's pod or service and its logs.",
             "2m",
@@ -222,7 +225,7 @@ def _health_alerts() -> list[Alert]:
             "MigExporterBackendDown",
             f"{catalog.BACKEND_UP.name} == 0",
             "critical",
-            "migexporter on {{ $labels.instance }}: backend {{ $labels.backend }} is down",
+            f"migexporter on {_NODE}: backend {{{{ $labels.backend }}}} is down",
             "The exporter answers but cannot read the GPUs (driver or DCGM host engine gone): "
             "no XID reaches a pager. Check the driver, nv-hostengine and the exporter's log.",
             "2m",
@@ -231,7 +234,7 @@ def _health_alerts() -> list[Alert]:
             "MigExporterPodResourcesDown",
             f"{catalog.POD_RESOURCES_UP.name} == 0",
             "warning",
-            "migexporter on {{ $labels.instance }} cannot ask the kubelet which pods hold GPUs",
+            f"migexporter on {_NODE} cannot ask the kubelet which pods hold GPUs",
             "The kubelet's pod-resources socket does not answer: namespace, pod and container "
             "labels go once the last answer is older than --pod-max-age, and new XIDs are "
             "counted without them. Check the kubelet and the socket mount.",
@@ -284,7 +287,7 @@ def _capacity_alerts() -> list[Alert]:
         ),
         Alert(
             "MigProfilingMissing",
-            f"max by ({_GI_KEY}, gpu, profile) ({gi_info}) unless on ({_GI_KEY}) {gr}",
+            f"max by ({_GI_KEY}, node, gpu, profile) ({gi_info}) unless on ({_GI_KEY}) {gr}",
             "warning",
             f"No profiling data for {_WHERE}{_INSTANCE}",
             "The GPU instance exists but its DCGM/GPM activity is not reported: check "
