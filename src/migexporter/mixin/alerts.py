@@ -38,6 +38,8 @@ IDLE_RATIO, IDLE_WINDOW, IDLE_FOR = rules.IDLE_RATIO, "30m", "3h"
 # its 700 W cap), so only a GPU held down most of an hour tickets.
 THROTTLE_WINDOW = "10m"
 THROTTLE = {"thermal": (0.1, "15m"), "power": (0.5, "1h")}
+# A pending row remap tickets once it has stood this long (a reset may already be under way).
+ROW_REMAP_PENDING_FOR = "10m"
 # Evaluation intervals: XIDs and lost GPUs at scrape speed; capacity findings that wait minutes
 # or hours before firing, once a minute.
 FAST_INTERVAL, SLOW_INTERVAL = "15s", "1m"
@@ -268,6 +270,24 @@ def _device_alerts() -> list[Alert]:
             f"enforced limit ({catalog.GPU_POWER_LIMIT.name}) is the board's default and the "
             "node's power supply.",
             power_for,
+        ),
+        Alert(
+            "MigGpuRowRemapFailed",
+            f"{catalog.GPU_ROW_REMAP_FAILED.name} == 1",
+            "critical",
+            f"Memory row remapping failed: {_WHERE}",
+            "The GPU could not remap a memory row after an uncorrectable error, so the bad row "
+            "may stay in use: every tenant of the GPU is at risk of corrupt data. Drain the GPU "
+            "and replace it (NVIDIA's RMA criterion).",
+        ),
+        Alert(
+            "MigGpuRowRemapPending",
+            f"{catalog.GPU_ROW_REMAP_PENDING.name} == 1",
+            "warning",
+            f"Memory row remap pending, the GPU needs a reset: {_WHERE}",
+            "The GPU remapped a memory row after an error; the remap takes effect at the next "
+            "GPU reset. Drain the GPU's instances and reset it in a maintenance window.",
+            ROW_REMAP_PENDING_FOR,
         ),
     ]
 

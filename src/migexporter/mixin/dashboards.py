@@ -847,15 +847,18 @@ def _xid_panels(grid: _Grid, matchers: dict[str, str], legend: str) -> None:
     # The catalog of the same targets only: the whole fleet's would be joined at every step.
     info = _series(catalog.XID_INFO, instance=matchers["instance"])
     events = rules.xid_events(_selector(**matchers)[1:-1], "$__rate_interval")
+    in_range = rules.xid_events(_selector(**matchers)[1:-1], "$__range")
+    keys = "instance, gpu, gpu_instance_id, compute_instance_id, xid"
+    # Only the series with an event in the range: a quiet XID series would be an empty row.
     recent = (
-        f"sum by (instance, gpu, gpu_instance_id, compute_instance_id, xid) ({events})"
+        f"(sum by ({keys}) ({events}) and on ({keys}) (sum by ({keys}) ({in_range}) > 0))"
         f" * on (instance, xid) group_left (mnemonic, action, severity) {info}"
     )
     grid.add(
         g.StateTimeline(
             title="XID events over time",
-            description="XID errors per GPU instance and XID in each interval (0: none), labelled "
-            "with NVIDIA's immediate action from the XID catalog.",
+            description="XID errors per GPU instance and XID in each interval (0: none), for the "
+            "XIDs seen in the range, labelled with the XID's mnemonic and our severity.",
             dataSource=DATASOURCE,
             targets=[_target(recent, legend)],
             mappings=[
@@ -966,7 +969,7 @@ def instance() -> g.Dashboard:
     for field_id, metric in catalog.PROFILING[catalog.Scope.COMPUTE_INSTANCE].items():
         grid.add(_metric_panel(metric, FIELD_TITLES[field_id], ONE_GI, CI_LEGEND), 12)
     grid.row("XID errors")
-    _xid_panels(grid, ONE_GI, "CI {{compute_instance_id}} XID {{xid}} {{action}}")
+    _xid_panels(grid, ONE_GI, "CI {{compute_instance_id}} XID {{xid}} {{mnemonic}} ({{severity}})")
     return _dashboard(
         INSTANCE_UID,
         "One MIG GPU instance in depth: its activity, memory, compute instances and XID history. "
