@@ -102,6 +102,13 @@ def test_every_alert_has_a_runbook_section():
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
 
 
+def test_every_paging_recovery_action_has_its_instructions_and_exists_in_nvml():
+    """The page's description has a step for each action that pages, and each is one NVML
+    names: a renamed action would otherwise silently stop paging."""
+    assert set(alerts.RECOVERY_PAGE) == set(catalog.RECOVERY_ACTIONS_THAT_PAGE)
+    assert set(catalog.RECOVERY_ACTIONS_THAT_PAGE) <= set(catalog.RECOVERY_ACTIONS.values())
+
+
 def test_every_group_has_its_interval():
     """Each group sets its own interval, so none depends on the server's global setting."""
     for group in alerts.groups():
@@ -139,6 +146,8 @@ def test_amtool_accepts_the_alertmanager_example():
     [
         (["severity=critical", "alertname=MigXid48DoubleBitEcc"], "pager"),
         (["severity=critical", "alertname=MigGpuLost"], "pager"),
+        (["severity=critical", "alertname=MigGpuRecoveryActionRequired"], "pager"),
+        (["severity=warning", "alertname=MigGpuRecoveryActionRequested"], "ticket"),
         (["severity=warning", "alertname=MigXid43GpuStoppedProcessing"], "ticket"),
         (["severity=info", "alertname=MigInstanceIdle"], "blackhole"),
         (["alertname=SomethingElse"], "ticket"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pynvml
 import pytest
 
 from migexporter import catalog, xids
@@ -99,6 +100,30 @@ def test_paired_fields_name_values_of_the_first_extra_label():
             assert metric.extra_labels
             assert metric.dcgm_field == metric.dcgm_fields[0][1]
             assert len({value for value, _ in metric.dcgm_fields}) == len(metric.dcgm_fields)
+
+
+def test_recovery_actions_are_the_bindings_names_in_lower_case():
+    """Every NVML_GPU_RECOVERY_ACTION_* of the installed pynvml, by its value."""
+    prefix = "NVML_GPU_RECOVERY_ACTION_"
+    named = {
+        v: n.removeprefix(prefix).lower() for n, v in vars(pynvml).items() if n.startswith(prefix)
+    }
+    actions = catalog.RECOVERY_ACTIONS
+    assert actions == named
+    assert actions[0] == "none"
+    assert actions[pynvml.NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET] == "drain_and_reset"
+
+
+def test_the_recovery_action_state_set_marks_the_current_action_only():
+    """One state per named action, true for the current one; an unnamed code adds its number."""
+    named = list(catalog.RECOVERY_ACTIONS.values())
+    reset = catalog.recovery_action_states(pynvml.NVML_GPU_RECOVERY_ACTION_GPU_RESET)
+    assert list(reset) == named
+    assert [action for action, current in reset.items() if current] == ["gpu_reset"]
+    unnamed = catalog.recovery_action_states(99)
+    assert list(unnamed) == [*named, "99"]
+    assert [action for action, current in unnamed.items() if current] == ["99"]
+    assert catalog.recovery_action_name(99) == "99"
 
 
 def test_metric_names_live_only_in_the_catalog():

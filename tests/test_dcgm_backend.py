@@ -163,8 +163,17 @@ def test_same_instances_labels_and_values_as_the_nvml_backend(bindings, fleet, c
         assert nvml_only or gpu.mig_enabled  # the MIG-disabled H100 has NVLink
         assert want.keys() - nvml_only == got.keys(), f"GPU {gpu.index}: {want.keys() ^ got.keys()}"
         for key in got:
-            # DCGM reports frame buffer in whole MiB, and rates in whole bytes per second.
-            tolerance = MIB if "memory" in key[-2] else 1.0 if "per_second" in key[-2] else 1e-9
+            # DCGM reports frame buffer in whole MiB, rates in whole bytes per second, and
+            # NVLink data (449) in whole KiB/s divided by 1000.
+            tolerance = (
+                MIB
+                if "memory" in key[-2]
+                else 1024 * 1000
+                if key[-2] == catalog.GPU_NVLINK_DATA_RATE.name
+                else 1.0
+                if "per_second" in key[-2]
+                else 1e-9
+            )
             value = want[key]
             assert math.isclose(got[key], value, abs_tol=tolerance), (key, got[key], value)
 
@@ -420,6 +429,41 @@ def test_device_fields_convert_dcgm_units(bindings, fleet, clock, engine):
     reasons = {k[1][0]: v for k, v in got.values.items() if k[0] is catalog.GPU_CLOCK_EVENT}
     active = {"sw_power_cap", "sw_thermal_slowdown"}
     assert reasons == {r: float(r in active) for r in catalog.CLOCK_EVENT_REASONS.values()}
+
+
+def recovery_actions(readings) -> dict[str, float]:
+    """The recovery-action state set of a GPU's readings, by action."""
+    return {
+        extra[0]: value
+        for (metric, extra), value in readings.values.items()
+        if metric is catalog.GPU_RECOVERY_ACTION
+    }
+
+
+def test_the_recovery_action_is_field_1523_as_a_state_set(bindings, fleet, clock, engine):
+    """DCGM's recovery-action field on the GPU entity: none on a healthy GPU, gpu_reset after
+    the driver asks for it, a code the bindings do not name as its number, a blank as nothing."""
+    backend = make_backend(bindings, fleet, clock, nvml=False)
+    gpus = topology(backend)
+    named = catalog.RECOVERY_ACTIONS.values()
+    for gpu in gpus:  # MIG or not: the action is the GPU's
+        assert recovery_actions(backend.sample(gpu).gpu) == {a: float(a == "none") for a in named}
+    fleet.inject_recovery_action(1, "gpu_reset")
+    clock.now += 1.0  # the next watch update
+    assert recovery_actions(backend.sample(gpus[1]).gpu) == {
+        a: float(a == "gpu_reset") for a in named
+    }
+    assert recovery_actions(backend.sample(gpus[0]).gpu)["none"] == 1.0
+    engine.override(FE_GPU, gpus[2].index, 1523, 0, 42)
+    assert recovery_actions(backend.sample(gpus[2]).gpu) == {
+        **dict.fromkeys(named, 0.0),
+        "42": 1.0,
+    }
+    engine.override(FE_GPU, gpus[2].index, 1523, 0, bindings.value.DCGM_INT64_BLANK + 2)
+    assert recovery_actions(backend.sample(gpus[2]).gpu) == {}
+    # The 4.5 name still resolves, as in DCGM 4.6.
+    with pytest.warns(DeprecationWarning, match="DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION"):
+        assert bindings.fields.DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION == 1523
 
 
 @pytest.mark.parametrize("source", ["nvml", "dcgm"])

@@ -7,6 +7,7 @@ import logging
 
 import pynvml
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from manual_clock import ManualClock
 from migexporter import catalog
@@ -175,6 +176,106 @@ def test_events_beside_xid_name_what_they_are():
     backend.close()
 
 
+RECOVERY_ACTIONS = (  # NVML_GPU_RECOVERY_ACTION_* of nvidia-ml-py 13.615, in NVML's order
+    "none",
+    "gpu_reset",
+    "node_reboot",
+    "drain_p2p",
+    "drain_and_reset",
+    "recover_imex_domain",
+    "bus_reset",
+    "system_reboot",
+)
+
+
+def recovery_actions(readings) -> dict[str, float]:
+    """The recovery-action state set of a GPU's readings, by action."""
+    return {
+        extra[0]: value
+        for (metric, extra), value in readings.values.items()
+        if metric is catalog.GPU_RECOVERY_ACTION
+    }
+
+
+def test_the_recovery_action_is_a_state_set_read_every_cycle():
+    """Every action the bindings name is a series: none is 1 on a healthy GPU; after the driver
+    asks for a reset, gpu_reset is 1 and the rest 0, until a reset sets none again."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    assert list(catalog.RECOVERY_ACTIONS.values())[: len(RECOVERY_ACTIONS)] == list(
+        RECOVERY_ACTIONS
+    )
+    for gpu in gpus:  # in MIG mode too: the action is the whole GPU's
+        assert recovery_actions(backend.sample(gpu).gpu) == {
+            a: float(a == "none") for a in catalog.RECOVERY_ACTIONS.values()
+        }
+    fleet.inject_recovery_action(1, "gpu_reset")
+    got = recovery_actions(backend.sample(gpus[1]).gpu)
+    assert got == {a: float(a == "gpu_reset") for a in catalog.RECOVERY_ACTIONS.values()}
+    assert recovery_actions(backend.sample(gpus[0]).gpu)["none"] == 1.0
+    fleet.fault(1, "recover")  # a reset
+    assert recovery_actions(backend.sample(backend.discover_gpu(1)).gpu)["none"] == 1.0
+
+
+async def test_the_exposition_shows_the_current_recovery_action_per_gpu():
+    """/metrics holds one series per GPU and action; an injected reset request shows as
+    action="gpu_reset" 1 on that GPU, and the recovery-action event is counted beside it."""
+    fleet = Fleet.from_spec("h100-80gb:3g.40gb*2,h100-80gb")
+    collector = Collector(NvmlBackend(FakeNvml(fleet)), BuildInfo("t"), interval=0.05)
+    await collector.start()
+
+    def current() -> dict[str, str]:
+        families = text_string_to_metric_families(collector.exposition.text.decode())
+        return {
+            s.labels["gpu"]: s.labels["action"]
+            for family in families
+            if family.name == catalog.GPU_RECOVERY_ACTION.name
+            for s in family.samples
+            if s.value == 1
+        }
+
+    try:
+        assert current() == {"0": "none", "1": "none"}
+        text = collector.exposition.text.decode()
+        assert text.count(f"{catalog.GPU_RECOVERY_ACTION.name}{{") == 2 * len(
+            catalog.RECOVERY_ACTIONS
+        )
+        fleet.inject_recovery_action(0, "gpu_reset")
+        for _ in range(200):
+            if current()["0"] == "gpu_reset":
+                break
+            await asyncio.sleep(0.01)
+        assert current() == {"0": "gpu_reset", "1": "none"}
+        labels = f'action="gpu_reset",gpu="0",gpu_uuid="{fleet.gpus[0].uuid}"'
+        line = f"{catalog.GPU_RECOVERY_ACTION.name}{{{labels}}} 1.0"
+        assert line in collector.exposition.text.decode().splitlines()
+    finally:
+        await collector.stop()
+
+
+def test_a_recovery_action_the_bindings_do_not_name_is_its_number():
+    """A newer driver's action reads as its number, 1, beside every named action at 0."""
+    fleet = Fleet.default()
+    backend = _open(fleet)
+    gpus = _topology(backend)
+    fleet.gpus[0].recovery_action = 42
+    got = recovery_actions(backend.sample(gpus[0]).gpu)
+    assert got == {**dict.fromkeys(catalog.RECOVERY_ACTIONS.values(), 0.0), "42": 1.0}
+
+
+def test_a_driver_without_the_recovery_action_field_drops_only_it(monkeypatch):
+    """NOT_SUPPORTED: no recovery-action series, the other fields stay, and it is not asked for
+    again."""
+    answer = (pynvml.NVML_ERROR_NOT_SUPPORTED, "uiVal", 0)
+    monkeypatch.setitem(H200_FIELDS, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", answer)
+    nvml, backend, gpu, got = _h200_sample("h100-80gb")
+    assert recovery_actions(got) == {}
+    assert got.get(catalog.GPU_MEMORY_TEMPERATURE) == 40
+    backend.sample(gpu)
+    assert pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION not in nvml.fields_asked[-1]
+
+
 def test_reconfiguration_raises_a_mig_event_and_changes_discovery():
     """Reconfiguring through the fake library is seen as an event and by re-discovery."""
     fleet = Fleet.default()
@@ -257,6 +358,8 @@ H200_FIELDS: dict[str, tuple[int, str, int]] = {  # constant -> (nvmlReturn, mem
     "NVML_FI_DEV_PERF_POLICY_THERMAL": (0, "ullVal", 0),
     "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX": (pynvml.NVML_ERROR_NOT_SUPPORTED, "ullVal", 0),
     "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX": (pynvml.NVML_ERROR_NOT_SUPPORTED, "ullVal", 0),
+    # 0 (none) measured, an unsigned int; 1 (gpu_reset) tells the reading from a default.
+    "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION": (0, "uiVal", 1),
 }
 H200_GPM = {1: 83.77, 2: 79.478, 3: 11.746, 5: 77.075, 10: 14.749, 11: 0.0, 12: 0.0, 13: 0.0}
 H200_GPM |= {20: 3814.327, 21: 3537.904, 60: 0.0, 61: 0.0}  # MiB/s
@@ -329,6 +432,7 @@ def test_device_readings_convert_the_drivers_units():
     assert got.get(catalog.GPU_THROTTLED, "thermal") == 0.0
     reasons = {k[1][0]: v for k, v in got.values.items() if k[0] is catalog.GPU_CLOCK_EVENT}
     assert reasons == {r: float(r == "sw_power_cap") for r in catalog.CLOCK_EVENT_REASONS.values()}
+    assert recovery_actions(got) == {a: float(a == "gpu_reset") for a in RECOVERY_ACTIONS}
     assert got.get(catalog.GPU_PCIE_THROUGHPUT, "tx") == pytest.approx(3814.327 * 2**20)
     assert got.get(catalog.GPU_PCIE_THROUGHPUT, "rx") == pytest.approx(3537.904 * 2**20)
     assert got.get(catalog.GPU_NVLINK_THROUGHPUT, "tx") == 0.0  # GPM answers 0 without links
@@ -397,3 +501,25 @@ def test_memory_temperature_beyond_200_c_is_no_reading(monkeypatch):
     _, _, _, got = _h200_sample("h100-80gb")
     assert got.get(catalog.GPU_MEMORY_TEMPERATURE) is None
     assert got.get(catalog.GPU_PCIE_REPLAYS) == 3
+
+
+def test_nvlink_data_rate_is_the_counters_growth_over_the_drivers_timestamps():
+    """DCGM 449's meaning: RX+TX payload between two reads, per second of NVML's timestamps;
+    nothing on the first read, nothing in MIG mode."""
+    clock = ManualClock()
+    fleet = Fleet.from_spec("h100-80gb,h100-80gb:1g.10gb", clock=clock)
+    backend = NvmlBackend(FakeNvml(fleet), clock=clock)
+    backend.open()
+    whole, mig = _topology(backend)
+    clock.now += 1.0
+    first = backend.sample(whole).gpu
+    assert first.get(catalog.GPU_NVLINK_DATA_RATE) is None
+    before = sum(first.get(catalog.GPU_NVLINK_BYTES, d) for d in ("tx", "rx"))
+    clock.now += 2.5
+    second = backend.sample(whole).gpu
+    after = sum(second.get(catalog.GPU_NVLINK_BYTES, d) for d in ("tx", "rx"))
+    assert after > before
+    assert second.get(catalog.GPU_NVLINK_DATA_RATE) == pytest.approx((after - before) / 2.5)
+    backend.sample(mig)
+    clock.now += 1.0
+    assert backend.sample(mig).gpu.get(catalog.GPU_NVLINK_DATA_RATE) is None

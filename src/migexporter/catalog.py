@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import pynvml  # for its constants only: NVML itself is loaded by nvmlInit, never here
+
 
 class Scope(enum.Enum):
     """What a series describes; it fixes the identifying labels, never mixed in one family."""
@@ -206,6 +208,19 @@ GPU_ROW_REMAP_FAILED = Metric(
     "1 when a row remap has failed (the GPU should be replaced).",
     dcgm_field=395,
 )
+GPU_RECOVERY_ACTION = Metric(
+    "nvidia_gpu_recovery_action",
+    G,
+    Scope.GPU,
+    "The recovery action the driver asks for now (NVML's nvmlDeviceGpuRecoveryAction_t), as a "
+    "state set: 1 for the current action, 0 for every other action NVML names; an action "
+    "these bindings do not name appears as its number. none means the GPU needs nothing.",
+    extra_labels=("action",),
+    # DCGM_FI_DEV_GET_GPU_RECOVERY_ACTION, DCGM_FI_DEV_GPU_RECOVERY_ACTION from DCGM 4.6 (its
+    # dcgm_fields.py keeps the old name as a deprecated alias); go-dcgm const_fields.go: "GPU
+    # Recovery Action (see nvmlDeviceGpuRecoveryAction_t for return values)".
+    dcgm_field=1523,
+)
 GPU_MIG_SLICES_CAPACITY = Metric(
     "nvidia_gpu_mig_slices_capacity",
     G,
@@ -387,6 +402,16 @@ GPU_NVLINK_BYTES = Metric(
     "counters, the ones DCGM 449 turns into a rate). NVML backend only; absent in MIG mode.",
     "bytes",
     extra_labels=("direction",),
+)
+GPU_NVLINK_DATA_RATE = Metric(
+    "nvidia_gpu_nvlink_data_bytes_per_second",
+    G,
+    Scope.GPU,
+    "NVLink payload over all links, both directions together, per second between the last "
+    "two reads of NVML's throughput counters (DCGM 449; with NVML, the growth of "
+    "nvidia_gpu_nvlink_bytes_total). Payload only, unlike nvidia_gpu_nvlink_bytes_per_second. "
+    "Absent in MIG mode.",
+    "bytes_per_second",
     dcgm_field=449,
 )
 
@@ -689,6 +714,36 @@ CLOCK_EVENT_REASONS: dict[int, str] = {
     0x80: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
+
+# NVML's recovery actions (nvmlDeviceGpuRecoveryAction_t) by value, named as the installed
+# bindings name them, lower case (NVML_GPU_RECOVERY_ACTION_GPU_RESET is "gpu_reset"): the
+# action label of GPU_RECOVERY_ACTION and RECOVERY_ACTION_EVENTS. NVIDIA's meaning of each:
+# docs.nvidia.com/deploy/a100-gpu-mem-error-mgmt/error-recovery-and-response-flags.html.
+_RECOVERY_PREFIX = "NVML_GPU_RECOVERY_ACTION_"
+RECOVERY_ACTIONS: dict[int, str] = dict(
+    sorted(
+        (value, name.removeprefix(_RECOVERY_PREFIX).lower())
+        for name, value in vars(pynvml).items()
+        if name.startswith(_RECOVERY_PREFIX) and type(value) is int
+    )
+)
+
+# The actions that take the GPU out of service until done (a reset or a reboot): they page, the
+# others (drain_p2p, recover_imex_domain, unnamed codes) open a ticket.
+RECOVERY_ACTIONS_THAT_PAGE = ("gpu_reset", "node_reboot", "drain_and_reset", "bus_reset",
+                              "system_reboot")  # fmt: skip
+
+
+def recovery_action_name(code: int) -> str:
+    """The action label of NVML recovery action ``code``: its name, or its number if unnamed."""
+    return RECOVERY_ACTIONS.get(code, str(code))
+
+
+def recovery_action_states(code: int) -> dict[str, bool]:
+    """GPU_RECOVERY_ACTION's state set for ``code``: every named action, true for the current."""
+    states = {name: value == code for value, name in RECOVERY_ACTIONS.items()}
+    states[recovery_action_name(code)] = True
+    return states
 
 
 def markdown_table() -> str:

@@ -1,7 +1,8 @@
 """Every query of every dashboard returns data from a real Prometheus scraping the exporter.
 
 One exporter runs the demo scenario (dashboards/demo.yaml: MIG GPUs of two models, a GPU
-instance split into compute instances, XIDs of each severity, a reconfiguration), a second one
+instance split into compute instances, XIDs of each severity, a reconfiguration, ECC errors, a
+recovery action, an overheating GPU), a second one
 the default fleet, as another node on Kubernetes (a fake kubelet gives one MIG device to a pod);
 Prometheus scrapes both every second and evaluates the generated rules (the recording rules
 the fleet dashboard reads) every second. Variables are
@@ -32,7 +33,7 @@ from harness import (
 )
 
 from cli_run import run_cli
-from migexporter import catalog
+from migexporter import catalog, xids
 from migexporter.mixin import alerts, dashboards, preview, rules
 from migexporter.sim.kubelet import FakeKubelet, pod_resources
 
@@ -86,10 +87,10 @@ def scraped(
     rule_file = workdir / "rules.yml"  # the recording rules the fleet dashboard reads
     rule_file.write_text(yaml.safe_dump({"groups": alerts.groups(interval="1s")}))
     server = start_prometheus(workdir, targets, rule_files=(rule_file,))
-    xids = catalog.XID_ERRORS.name
+    counter = catalog.XID_ERRORS.name
     wait_for(
         lambda: server.query(
-            f'sum({xids}{{xid="31"}}) > 0 and on () sum({xids}{{xid="43"}}) > 1'
+            f'sum({counter}{{xid="31"}}) > 0 and on () sum({counter}{{xid="43"}}) > 1'
             f" and on () count_over_time({catalog.BUILD_INFO.name}[1m]) >= 30"
             f" and on () count_over_time({rules.NODE_XIDS}[1m]) > 0"
         ),
@@ -171,3 +172,79 @@ def test_the_instance_table_names_the_pod(scraped: Prometheus) -> None:
     held = [s["metric"] for s in series if s["metric"].get("pod")]
     assert [{k: m[k] for k in POD} for m in held] == [POD]
     assert held[0]["gpu"] == "0"
+
+
+def _fleet_panel(
+    api: preview.Prometheus, title: str, node: Service, range_: str = "2m"
+) -> tuple[str, str]:
+    """The fleet dashboard's panel ``title``: its first query, with the variables set to
+    ``node`` alone and the dashboard's range to ``range_``, and its legend."""
+    data = json.loads(dashboards.as_json(dashboards.DASHBOARDS["mig-fleet"]()))
+    values = preview.resolve(api, data, WINDOW_S, every_value=True)
+    target = urllib.parse.urlsplit(node.url).netloc
+    named = api.get("query", query=f'{rules.BUILD}{{instance="{target}"}}')["result"]
+    values |= {"node": named[0]["metric"]["node"], "instance": target}
+    panel = next(p for p in dashboards.panels(data) if p["title"] == title)
+    first = panel["targets"][0]
+    expr = first["expr"].replace("$__range", range_)
+    return preview.substitute(expr, values), first.get("legendFormat", "")
+
+
+def test_the_fleet_xid_timeline_shows_the_one_xid_with_its_name(
+    scraped: Prometheus, second_node: Service
+) -> None:
+    """One XID 48 on a node without XIDs: the fleet's XID timeline and table for that node show
+    that XID alone (none of the others at 0), named with its mnemonic and our severity."""
+    api = preview.Prometheus(scraped.service.url)
+    gpu_instance_id = sim_fleet(second_node)[0]["gpu_instances"][0]["id"]
+    reply = second_node.post(
+        "/api/sim/xid", {"gpu": 0, "gpu_instance_id": gpu_instance_id, "xid": 48}
+    )
+    assert 200 <= reply.status < 300, reply.body[:500]
+    query, legend = _fleet_panel(api, "XID events over time", second_node)
+    series = wait_for(
+        lambda: api.range(query, WINDOW_S, STEP_S),
+        DATA_TIMEOUT_S,
+        until=bool,
+        interval=1.0,
+        what="the XID 48 in the fleet's XID timeline",
+    )
+    row = xids.CATALOG[48]
+    assert [s["metric"] for s in series] == [
+        {"xid": "48", "mnemonic": row.mnemonic, "severity": row.severity.value}
+    ]
+    assert max(float(value) for _, value in series[0]["values"]) >= 1
+    shown = legend.replace("{{xid}}", "48").replace("{{mnemonic}}", row.mnemonic)
+    assert shown.replace("{{severity}}", "page") == f"XID 48 {row.mnemonic} (page)"
+    table, _ = _fleet_panel(api, "XID errors in the range", second_node)
+    rows = api.get("query", query=table)["result"]
+    assert [(r["metric"]["xid"], r["metric"]["gpu_instance_id"]) for r in rows] == [
+        ("48", str(gpu_instance_id))
+    ]
+    assert float(rows[0]["value"][1]) >= 1
+
+
+def test_the_fleet_device_tables_name_the_demo_gpus(scraped: Prometheus, exporter: Service) -> None:
+    """The demo's GPU 1 asks for a GPU reset after its double-bit ECC error; GPU 0 counts
+    corrected ECC errors: the fleet's device tables name them, and no GPU without one."""
+    api = preview.Prometheus(scraped.service.url)
+    uuid = {gpu["index"]: gpu["uuid"] for gpu in sim_fleet(exporter)}
+    query, _ = _fleet_panel(api, "GPUs needing action now", exporter)
+    problems = {
+        (r["metric"]["gpu_uuid"], r["metric"]["problem"], r["metric"].get("action"))
+        for r in api.get("query", query=query)["result"]
+    }
+    assert problems == {(uuid[1], "recovery action", "gpu_reset")}
+    query, _ = _fleet_panel(api, "Device events in the range", exporter, "1h")
+    events = {
+        (m["gpu_uuid"], m["event"], m.get("error_type") or m.get("action")): float(value)
+        for m, (_, value) in (
+            (r["metric"], r["value"]) for r in api.get("query", query=query)["result"]
+        )
+    }
+    assert events.keys() == {
+        (uuid[0], "ECC", "corrected"),
+        (uuid[1], "ECC", "uncorrected"),
+        (uuid[1], "recovery action", "gpu_reset"),
+    }
+    assert min(events.values()) >= 1

@@ -5,6 +5,8 @@ rules, with the XID windows shortened from minutes to seconds so that alerts als
 the test; Alertmanager runs alerts/alertmanager.yml with its webhook URLs pointed at a receiver
 on loopback and its waits shortened. XID 48 on one GPU instance and a burst of XID 43 on another
 must page with their labels; a single XID 43 elsewhere must only open a ticket; all must resolve.
+A GPU whose driver asks for a reset must page with its node and GPU, and resolve once the driver
+asks for nothing again. Prometheus sets the node label on the target, as the ServiceMonitor does.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ pytestmark = pytest.mark.integration
 
 FLEET = "h100-80gb:3g.40gb+2g.20gb+1g.10gb*2,h100-80gb:3g.40gb+3g.40gb"
 XID_WINDOW, BURST_WINDOW = "20s", "30s"
+RECOVERY_FOR = "2s"  # instead of a minute: the action must still stand for two evaluations
+NODE = "gpu-node-7"
 PAGE_TIMEOUT_S = 60.0
 RESOLVE_TIMEOUT_S = 90.0
 
@@ -56,13 +60,14 @@ def stack(
     manager = start_alertmanager(tmp_path_factory.mktemp("alertmanager"), receiver)
     workdir = tmp_path_factory.mktemp("prometheus")
     rules = workdir / "rules.yml"
-    groups = alerts.groups(XID_WINDOW, BURST_WINDOW, interval="1s")
+    groups = alerts.groups(XID_WINDOW, BURST_WINDOW, interval="1s", recovery_for=RECOVERY_FOR)
     rules.write_text(yaml.safe_dump({"groups": groups}))
     prometheus = start_prometheus(
         workdir,
         [urllib.parse.urlsplit(exporter.url).netloc],
         rule_files=(rules,),
         alertmanagers=(urllib.parse.urlsplit(manager.url).netloc,),
+        scrape={"relabel_configs": [{"target_label": "node", "replacement": NODE}]},
     )
     # XID series are born with their first event; the rules need only the exporter scraped.
     wait_for(
@@ -157,3 +162,44 @@ def test_xid_48_and_a_burst_of_xid_43_page_and_a_single_xid_43_opens_a_ticket(
         what="the pages to resolve once the window has passed",
     )
     assert resolved
+
+
+def _recovery(exporter: Service, gpu: int, action: str) -> None:
+    reply = exporter.post("/api/sim/recovery", {"gpu": gpu, "action": action})
+    assert 200 <= reply.status < 300, reply.body[:500]
+
+
+def test_a_gpu_reset_request_pages_with_node_and_gpu_and_resolves_when_done(
+    stack: tuple[Service, Prometheus], receiver: Receiver
+) -> None:
+    exporter, _ = stack
+    gpus = sim_fleet(exporter)
+    gpu, uuid = 1, gpus[1]["uuid"]
+    name = "MigGpuRecoveryActionRequired"
+    try:
+        _recovery(exporter, gpu, "gpu_reset")
+        pages = wait_for(
+            lambda: _firing(receiver, name, "pager"),
+            PAGE_TIMEOUT_S,
+            interval=0.1,
+            what="the reset request's page",
+        )
+        labels, annotations = pages[0][1]["labels"], pages[0][1]["annotations"]
+        assert {k: labels.get(k) for k in ("node", "gpu", "gpu_uuid", "action", "severity")} == {
+            "node": NODE,
+            "gpu": str(gpu),
+            "gpu_uuid": uuid,
+            "action": "gpu_reset",
+            "severity": "critical",
+        }
+        assert annotations["summary"] == f"GPU needs gpu_reset: {NODE} GPU {gpu} ({uuid})"
+        assert f"nvidia-smi -r -i {gpu}" in annotations["description"]
+    finally:
+        _recovery(exporter, gpu, "none")  # the reset is done: the driver asks for nothing
+    wait_for(
+        lambda: [a for _, a in receiver.alerts("pager") if a["labels"]["alertname"] == name],
+        RESOLVE_TIMEOUT_S,
+        until=lambda seen: any(a["status"] == "resolved" for a in seen),
+        what="the reset request's page to resolve",
+    )
+    assert not _firing(receiver, "MigGpuRecoveryActionRequested", "ticket")

@@ -48,6 +48,7 @@ NAME, UUID, MIG_MAX_SLICES, XID = 50, 54, 69, 230
 FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED = 250, 251, 252, 253
 FB_FIELDS = (FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED)
 CLOCK_EVENTS = 112  # a bitmask: one reading per reason
+RECOVERY_ACTION = 1523  # an nvmlDeviceGpuRecoveryAction_t: one reading per action
 PERCENT = 1 / 100  # DCGM's utilizations (203-207) are whole percents, not ratios
 # Device fields, read on GPU entities only so nothing repeats per instance: field id -> factor
 # to base units; the family each fills is the catalog's (``catalog.DCGM_FIELDS``).
@@ -59,6 +60,7 @@ _FACTORS: dict[int, float] = {
     **dict.fromkeys((203, 204, 206, 207), PERCENT),
     240: 1e-9,  # ns
     241: 1e-9,
+    449: 1000 * 1024,  # DCGM's "MB/s": KiB/s divided by 1000 (ReadAndCacheNvLinkBandwidth)
     # Profiling rates, bytes/s already. DCGM 200/201 answer "not supported" since 4.x.
     **dict.fromkeys((1009, 1010, 1011, 1012), 1.0),
 }
@@ -460,7 +462,15 @@ class DcgmBackend:
 
     def _gpu_fields(self, profiling: Sequence[int]) -> tuple[int, ...]:
         extra = (MIG_MAX_SLICES,) if self._nvml is None else ()
-        return (*_DEVICE_FIELDS, CLOCK_EVENTS, *FB_FIELDS, XID, *profiling, *extra)
+        return (
+            *_DEVICE_FIELDS,
+            CLOCK_EVENTS,
+            RECOVERY_ACTION,
+            *FB_FIELDS,
+            XID,
+            *profiling,
+            *extra,
+        )
 
     def _instance_fields(self, uuid: str) -> tuple[int, ...]:
         extra = (NAME, UUID) if self._nvml is None else ()  # names, when NVML cannot tell
@@ -777,6 +787,9 @@ def _fill(readings: Readings, scope: catalog.Scope, values: dict[int, float | st
         if scope is catalog.Scope.GPU and field_id == CLOCK_EVENTS:
             for bit, reason in catalog.CLOCK_EVENT_REASONS.items():
                 readings.set(catalog.GPU_CLOCK_EVENT, bool(int(value) & bit), reason)
+        elif scope is catalog.Scope.GPU and field_id == RECOVERY_ACTION:
+            for action, current in catalog.recovery_action_states(int(value)).items():
+                readings.set(catalog.GPU_RECOVERY_ACTION, current, action)
         elif scope is catalog.Scope.GPU and field_id in GPU_FIELDS:
             metric, extra, factor = GPU_FIELDS[field_id]
             readings.set(metric, value * factor, *extra)

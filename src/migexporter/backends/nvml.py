@@ -70,17 +70,6 @@ _EVENT_KINDS = (
     ("nvmlEventTypeGpuUnavailableError", EventKind.GPU_UNAVAILABLE),
     ("nvmlEventTypeGpuRecoveryAction", EventKind.RECOVERY_ACTION),
 )
-# NVML_GPU_RECOVERY_ACTION_* names; older bindings lack the later ones, which then read as numbers.
-_RECOVERY_ACTIONS = (
-    "NONE",
-    "GPU_RESET",
-    "NODE_REBOOT",
-    "DRAIN_P2P",
-    "DRAIN_AND_RESET",
-    "RECOVER_IMEX_DOMAIN",
-    "BUS_RESET",
-    "SYSTEM_REBOOT",
-)
 _GPM_SCOPES = {
     "gpu": catalog.Scope.GPU,
     "gpu_instance": catalog.Scope.GPU_INSTANCE,
@@ -128,6 +117,9 @@ _FIELDS = (
         1e-9,
         slow=True,
     ),
+    # Read every cycle, not only on a recovery-action event: the event may come before the
+    # exporter, and an alert needs the action that stands now (catalog.recovery_action_states).
+    _Field("NVML_FI_DEV_GET_GPU_RECOVERY_ACTION", 0, catalog.GPU_RECOVERY_ACTION, (), "uiVal", 1.0),
     _Field(
         "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX",
         ALL_LINKS,
@@ -146,6 +138,19 @@ _FIELDS = (
     ),
 )
 _MAX_TEMPERATURE_C = 200  # DCGM stores a blank above this: not a reading
+
+
+def _set_field(spec: _Field, number: float, readings: Readings) -> None:
+    """One field value that answered, into its reading(s)."""
+    if spec.metric is catalog.GPU_MEMORY_TEMPERATURE and number > _MAX_TEMPERATURE_C:
+        return
+    if spec.metric is catalog.GPU_RECOVERY_ACTION:
+        for action, current in catalog.recovery_action_states(int(number)).items():
+            readings.set(spec.metric, current, action)
+        return
+    readings.set(spec.metric, number * spec.factor, *spec.extra)
+
+
 # The profiling fields GPM is asked for per scope, in request order: rates are the GPU's.
 _GPM_FIELDS: dict[catalog.Scope, tuple[int, ...]] = {
     catalog.Scope.GPU: tuple(GPM_METRICS),
@@ -220,6 +225,7 @@ class _GpuState:
     clock_reasons: int | None = None  # the clock-event reasons the GPU supports, once read
     slow_counters: Readings = field(default_factory=Readings)  # as last read
     slow_due: float = -math.inf  # when the slow counters are read again (the backend's clock)
+    nvlink_previous: tuple[int, float] | None = None  # NVML timestamp (us), RX+TX bytes
 
 
 @dataclass
@@ -669,13 +675,13 @@ class NvmlBackend:
         if values is None:
             return
         absent = set()
+        nvlink_stamp = 0
         for spec, value in zip(wanted, values, strict=True):
             status = value.nvmlReturn
             if status == _SUCCESS:
-                number = getattr(value.value, spec.member)
-                if spec.metric is catalog.GPU_MEMORY_TEMPERATURE and number > _MAX_TEMPERATURE_C:
-                    continue
-                readings.set(spec.metric, number * spec.factor, *spec.extra)
+                _set_field(spec, getattr(value.value, spec.member), readings)
+                if spec.metric is catalog.GPU_NVLINK_BYTES:
+                    nvlink_stamp = max(nvlink_stamp, int(value.timestamp))
             elif status in (
                 n.NVML_ERROR_NOT_SUPPORTED,
                 n.NVML_ERROR_NO_PERMISSION,
@@ -687,6 +693,26 @@ class NvmlBackend:
                 run.result.errors += 1
         if absent:
             state.fields = tuple(f for f in state.fields if f.name not in absent)
+        if nvlink_stamp:
+            self._nvlink_rate(state, readings, nvlink_stamp)
+
+    @staticmethod
+    def _nvlink_rate(state: _GpuState, readings: Readings, stamp_us: int) -> None:
+        """Both directions' NVLink payload as a rate since the last read, as DCGM 449 has it.
+
+        DCGM (ReadAndCacheNvLinkBandwidth) divides the growth of the RX+TX sum by the time
+        between the NVML timestamps of two reads; so does this, in bytes per second. The first
+        read, and one after the counters went back (a driver reload), give no value.
+        """
+        directions = [readings.get(catalog.GPU_NVLINK_BYTES, d) for d in ("tx", "rx")]
+        if None in directions:
+            return
+        total = sum(d for d in directions if d is not None)
+        previous, state.nvlink_previous = state.nvlink_previous, (stamp_us, total)
+        if previous is None or stamp_us <= previous[0] or total < previous[1]:
+            return
+        rate = (total - previous[1]) / ((stamp_us - previous[0]) / 1e6)
+        readings.set(catalog.GPU_NVLINK_DATA_RATE, rate)
 
     def _forget_gpm_of_vanished(self, state: _GpuState, instances: tuple[GpuInstance, ...]) -> None:
         """Free GPM samples of instances that no longer exist, so none diff across generations."""
@@ -791,12 +817,7 @@ class NvmlBackend:
             return "unknown"
         if value.nvmlReturn != n.NVML_SUCCESS:
             return "unknown"
-        code = int(value.value.uiVal)
-        names = {
-            getattr(n, f"NVML_GPU_RECOVERY_ACTION_{name}", None): name.lower()
-            for name in _RECOVERY_ACTIONS
-        }
-        return names.get(code, str(code))
+        return catalog.recovery_action_name(int(value.value.uiVal))
 
 
 # The families of memory info's used, total, free and reserved (DCGM 252, 250, 251, 253).

@@ -40,6 +40,33 @@ THROTTLE_WINDOW = "10m"
 THROTTLE = {"thermal": (0.1, "15m"), "power": (0.5, "1h")}
 # A pending row remap tickets once it has stood this long (a reset may already be under way).
 ROW_REMAP_PENDING_FOR = "10m"
+# The recovery actions that page (catalog.RECOVERY_ACTIONS_THAT_PAGE), with NVIDIA's
+# instructions for each (docs.nvidia.com/deploy/a100-gpu-mem-error-mgmt/
+# error-recovery-and-response-flags.html, nvml.h); a test keeps the two in step.
+RECOVERY_PAGE: dict[str, str] = {
+    "gpu_reset": "Cordon the node and drain the GPU's workloads; with no process left on the "
+    "GPU, reset it (nvidia-smi -r -i {{ $labels.gpu }}) and restore its MIG layout.",
+    "node_reboot": "The fault may have left the OS inconsistent: cordon and drain the node, "
+    "then reboot it.",
+    "drain_and_reset": "Stop the GPU's peer-to-peer traffic (its P2P processes, UVM "
+    "persistence mode), then drain and reset the GPU (nvidia-smi -r -i {{ $labels.gpu }}) "
+    "and restore its MIG layout.",
+    "bus_reset": "Cordon the node, drain the GPU's workloads and reset the GPU's PCIe bus "
+    "(a reboot of the node does it too).",
+    "system_reboot": "Cordon and drain the node, then reboot the system.",
+}
+# Any other action but none tickets. drain_p2p is a step before another action (stop the GPU's
+# peer-to-peer traffic, then the driver names the next one), and work without P2P keeps
+# running meanwhile: MIG instances have no GPU-to-GPU P2P. recover_imex_domain concerns the
+# multi-node NVLink domain. An action these bindings do not name shows as its number.
+RECOVERY_TICKET: dict[str, str] = {
+    "drain_p2p": "Stop the processes that use peer-to-peer traffic on the GPU and disable UVM "
+    "persistence mode; the driver then names the next action (none, or a reset).",
+    "recover_imex_domain": "Recover the IMEX (multi-node NVLink) domain the GPU belongs to.",
+}
+# How long an action must stand before it alerts: a remediation that resets the GPU at once
+# pages nobody.
+RECOVERY_ACTION_FOR = "1m"
 # Evaluation intervals: XIDs and lost GPUs at scrape speed; capacity findings that wait minutes
 # or hours before firing, once a minute.
 FAST_INTERVAL, SLOW_INTERVAL = "15s", "1m"
@@ -245,7 +272,45 @@ def _health_alerts() -> list[Alert]:
     ]
 
 
-def _device_alerts() -> list[Alert]:
+def _per_action(steps: dict[str, str], otherwise: str) -> str:
+    """A description template with the instructions for the alert's action label."""
+    branches = "{{ else if".join(
+        f' eq $labels.action "{action}" }}}}{text}' for action, text in steps.items()
+    )
+    return f"{{{{ if{branches}{{{{ else }}}}{otherwise}{{{{ end }}}}"
+
+
+def _recovery_alerts(wait: str) -> list[Alert]:
+    action = catalog.GPU_RECOVERY_ACTION.name
+    paging = "|".join(catalog.RECOVERY_ACTIONS_THAT_PAGE)
+    return [
+        Alert(
+            "MigGpuRecoveryActionRequired",
+            f'{action}{{action=~"{paging}"}} == 1',
+            "critical",
+            f"GPU needs {{{{ $labels.action }}}}: {_WHERE}",
+            "The driver asks for {{ $labels.action }} after a fault: the GPU and every GPU "
+            "instance on it are out of service until then. "
+            + _per_action(RECOVERY_PAGE, "Follow NVIDIA's instructions for the action."),
+            wait,
+        ),
+        Alert(
+            "MigGpuRecoveryActionRequested",
+            f'{action}{{action!~"none|{paging}"}} == 1',
+            "warning",
+            f"GPU recovery action {{{{ $labels.action }}}} requested: {_WHERE}",
+            "The driver asks for {{ $labels.action }} after a fault. "
+            + _per_action(
+                RECOVERY_TICKET,
+                "An action these bindings do not name: look its number up in the driver's "
+                "nvml.h (nvmlDeviceGpuRecoveryAction_t) and upgrade nvidia-ml-py.",
+            ),
+            wait,
+        ),
+    ]
+
+
+def _device_alerts(recovery_for: str) -> list[Alert]:
     throttled = catalog.GPU_THROTTLED.name
     thermal, thermal_for = THROTTLE["thermal"]
     power, power_for = THROTTLE["power"]
@@ -289,6 +354,7 @@ def _device_alerts() -> list[Alert]:
             "GPU reset. Drain the GPU's instances and reset it in a maintenance window.",
             ROW_REMAP_PENDING_FOR,
         ),
+        *_recovery_alerts(recovery_for),
     ]
 
 
@@ -333,16 +399,17 @@ def groups(
     xid_window: str = XID_WINDOW,
     burst_window: str = XID43_BURST_WINDOW,
     interval: str | None = None,
+    recovery_for: str = RECOVERY_ACTION_FOR,
 ) -> list[dict[str, Any]]:
     """Every rule group: recording rules first, then the alerts.
 
-    The windows and ``interval`` (which replaces every group's own) are parameters so that an
-    end-to-end test can shorten them.
+    The windows, ``recovery_for`` and ``interval`` (which replaces every group's own) are
+    parameters so that an end-to-end test can shorten them.
     """
     alerting = [
         ("migexporter-xid", FAST_INTERVAL, _xid_alerts(xid_window, burst_window)),
         ("migexporter-health", FAST_INTERVAL, _health_alerts()),
-        ("migexporter-device", SLOW_INTERVAL, _device_alerts()),
+        ("migexporter-device", SLOW_INTERVAL, _device_alerts(recovery_for)),
         ("migexporter-capacity", SLOW_INTERVAL, _capacity_alerts()),
     ]
     found = [

@@ -50,6 +50,8 @@ GI_LEGEND = "{{instance}} GPU {{gpu}} GI {{gpu_instance_id}} ({{profile}})"
 GPU_LEGEND = "{{instance}} GPU {{gpu}}"
 NODE_GPU_LEGEND = "{{node}} GPU {{gpu}}"  # recorded series name the node
 CI_LEGEND = "GI {{gpu_instance_id}} CI {{compute_instance_id}} ({{profile}})"
+XID_LEGEND = "XID {{xid}} {{mnemonic}} ({{severity}})"  # never NVIDIA's action alone
+UNKNOWN_XID = "not in the catalog"  # the mnemonic shown for an XID the catalog lacks
 
 # Grafana units per catalog unit; ratios are 0-1, shown as percent.
 UNITS = {
@@ -177,29 +179,30 @@ def _stat(title: str, description: str, expr: str, unit: str = "short") -> g.Sta
 
 
 def _timeline(
-    title: str, description: str, target: g.Target, one: tuple[str, str], zero: tuple[str, str]
+    title: str, description: str, targets: list[g.Target], states: dict[str, tuple[str, str]]
 ) -> g.StateTimeline:
-    """A 0/1 series over time, each value shown as its (text, colour)."""
+    """Series whose values are states over time, each value shown as its (text, colour)."""
     return g.StateTimeline(
         title=title,
         description=description,
         dataSource=DATASOURCE,
-        targets=[target],
+        targets=targets,
         mappings=[
             {"type": "value", "options": {value: {"text": text, "color": colour}}}
-            for value, (text, colour) in (("1", one), ("0", zero))
+            for value, (text, colour) in states.items()
         ],
     )
 
 
 def _up_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
     """Up (green) and down (red)."""
-    return _timeline(title, description, target, ("up", "green"), ("down", "red"))
+    return _timeline(title, description, [target], {"1": ("up", "green"), "0": ("down", "red")})
 
 
 def _events_timeline(title: str, description: str, target: g.Target) -> g.StateTimeline:
     """Active (orange) and clear (green)."""
-    return _timeline(title, description, target, ("active", "orange"), ("clear", "green"))
+    states = {"1": ("active", "orange"), "0": ("clear", "green")}
+    return _timeline(title, description, [target], states)
 
 
 def _table(title: str, description: str, targets: list[g.Target], unit: str = "short") -> g.Table:
@@ -523,22 +526,49 @@ def _xid_value_names() -> list[dict[str, Any]]:
     ]
 
 
+def _per_step(name: str, by: str, **matchers: str) -> str:
+    """A recorded per-minute series summed within each step, by ``by``.
+
+    Its panel's minimum interval is the recording interval, so that the steps tile the range
+    and each evaluation's sample is counted in exactly one of them.
+    """
+    return f"sum by ({by}) (sum_over_time({_recorded(name, **matchers)}[$__interval]))"
+
+
+def _named_xids(expr: str) -> str:
+    """``expr`` (by ``xid``) with each XID's mnemonic; XIDs the catalog lacks say so."""
+    return (
+        f"{expr} * on (xid) group_left (mnemonic) {rules.XID_MNEMONICS}"
+        f' or on (xid) label_replace({expr}, "mnemonic", "{UNKNOWN_XID}", "", "")'
+    )
+
+
+def _event_bars(title: str, description: str, targets: list[g.Target]) -> g.TimeSeries:
+    """Events per interval of the recording rules, stacked bars with their sums in the legend."""
+    return g.TimeSeries(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=targets,
+        interval=rules.INTERVAL,
+        unit="short",
+        drawStyle="bars",
+        stacking={"mode": "normal", "group": "A"},
+        legendDisplayMode="table",
+        legendPlacement="right",
+        legendCalcs=["sum"],
+        tooltipMode="multi",
+    )
+
+
 def _fleet_xid_row(grid: _Grid) -> None:
     grid.row("XID errors")
     grid.add(
-        g.TimeSeries(
-            title="XID events by severity",
-            description="XID events per minute on the selected nodes, by our severity (page, "
-            "ticket, info); only minutes with events have a value.",
-            dataSource=DATASOURCE,
-            targets=[_target(_sum(rules.NODE_XIDS, "severity"), "{{severity}}")],
-            unit="short",
-            drawStyle="bars",
-            stacking={"mode": "normal", "group": "A"},
-            legendDisplayMode="table",
-            legendPlacement="right",
-            legendCalcs=["sum"],
-            tooltipMode="multi",
+        _event_bars(
+            "XID events by severity",
+            "XID events on the selected nodes in each interval (at least a minute), by our "
+            "severity (page, ticket, info); only intervals with events have a value.",
+            [_target(_per_step(rules.NODE_XIDS, "severity"), "{{severity}}")],
         ),
         12,
     )
@@ -556,6 +586,23 @@ def _fleet_xid_row(grid: _Grid) -> None:
             ],
         ),
         12,
+    )
+    grid.add(
+        g.StateTimeline(
+            title="XID events over time",
+            description="XID events on the selected nodes in each interval (at least a "
+            "minute), one row per XID that had events in the range, named with its mnemonic "
+            "and our severity; the tables name the nodes and GPU instances.",
+            dataSource=DATASOURCE,
+            targets=[
+                _target(_named_xids(_per_step(rules.NODE_XID_EVENTS, "xid, severity")), XID_LEGEND)
+            ],
+            interval=rules.INTERVAL,
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+            mergeValues=True,
+        ),
+        24,
+        8,
     )
     where = "cluster, instance, gpu, gpu_uuid, gpu_instance_id, profile, xid"
     events = rules.xid_events(_selector(**FLEET)[1:-1], "$__range")
@@ -579,8 +626,51 @@ def _fleet_xid_row(grid: _Grid) -> None:
     grid.add(table, 24)
 
 
+def _fleet_health_stats(grid: _Grid) -> None:
+    """Counts of GPUs with a device problem, and device events in the range."""
+    in_range = "sum(sum_over_time({}[$__range])) or vector(0)"
+    stats = [
+        (
+            "GPUs with a failed row remap",
+            f"{catalog.GPU_ROW_REMAP_FAILED.help} Now, on the selected nodes.",
+            f"{_sum(rules.NODE_REMAP_FAILED)} or vector(0)",
+        ),
+        (
+            "GPUs with a row remap pending",
+            f"{catalog.GPU_ROW_REMAP_PENDING.help} Now, on the selected nodes.",
+            f"{_sum(rules.NODE_REMAP_PENDING)} or vector(0)",
+        ),
+        (
+            "GPUs asking for a recovery action",
+            (
+                "GPUs whose driver asks for a recovery action (reset, reboot, drain) now, on "
+                "the selected nodes; the table below names them."
+            ),
+            f"{_sum(rules.NODE_RECOVERY_ACTIONS)} or vector(0)",
+        ),
+        (
+            "Recovery-action requests in the range",
+            f"{catalog.RECOVERY_ACTION_EVENTS.help} In the dashboard's range.",
+            in_range.format(_recorded(rules.NODE_RECOVERY_EVENTS)),
+        ),
+        (
+            "Uncorrected ECC events in the range",
+            "Double-bit (uncorrected) ECC error events from the driver in the dashboard's range.",
+            in_range.format(_recorded(rules.NODE_ECC_EVENTS, **NODES, error_type="=uncorrected")),
+        ),
+        (
+            "Corrected ECC events in the range",
+            "Single-bit (corrected) ECC error events from the driver in the dashboard's range.",
+            in_range.format(_recorded(rules.NODE_ECC_EVENTS, **NODES, error_type="=corrected")),
+        ),
+    ]
+    for title, description, expr in stats:
+        grid.add(_stat(title, description, expr), 4, 4)
+
+
 def _fleet_health_row(grid: _Grid) -> None:
     grid.row("Device health")
+    _fleet_health_stats(grid)
     up = _series(catalog.GPU_UP, **FLEET)
     went_down = f"{up} and on (instance, gpu_uuid) (min_over_time({up}[$__range] @ end()) == 0)"
     grid.add(
@@ -613,8 +703,101 @@ def _fleet_health_row(grid: _Grid) -> None:
             [_target(_top(throttled), NODE_GPU_LEGEND + " {{cause}}")],
             "percentunit",
         ),
-        24,
+        12,
         6,
+    )
+    grid.add(
+        _timeseries(
+            "GPUs held down, by clock-event reason",
+            f"GPUs of the selected nodes with each clock-event reason active (GPU idle left "
+            f"out), as sampled once a minute: {catalog.GPU_CLOCK_EVENT.help}",
+            [_target(_sum(rules.NODE_CLOCK_EVENTS, "reason"), "{{reason}}")],
+            "short",
+        ),
+        12,
+        6,
+    )
+    _fleet_device_events(grid)
+
+
+def _fleet_device_events(grid: _Grid) -> None:
+    """ECC and recovery-action events over time, and tables of the GPUs with a problem."""
+    events = _event_bars(
+        "ECC and recovery-action events",
+        "ECC error events by type, and the driver's recovery-action requests by action, on "
+        "the selected nodes in each interval (at least a minute); only intervals with events "
+        "have a value.",
+        [
+            _target(_per_step(rules.NODE_ECC_EVENTS, "error_type"), "ECC {{error_type}}", "A"),
+            _target(
+                _per_step(rules.NODE_RECOVERY_EVENTS, "action"), "recovery action {{action}}", "B"
+            ),
+        ],
+    )
+    grid.add(events, 12)
+    attention = _table(
+        "GPUs needing action now",
+        "GPUs with a failed or pending row remap, a recovery action asked for by the driver, "
+        "or not answering, one row per GPU and problem (with the action asked for); GPUs "
+        "without one are not listed.",
+        [_target(_needing_action(), table=True)],
+    )
+    attention.transformations[1]["options"]["excludeByName"]["Value"] = True
+    grid.add(attention, 12)
+    where = "cluster, instance, gpu, gpu_uuid, event, error_type, action"
+    table = _table(
+        "Device events in the range",
+        "ECC error events and recovery-action requests per GPU over the dashboard's range; "
+        f"only GPUs with events (top {TOP_TABLE}).",
+        [_target(f"topk({TOP_TABLE}, sum by ({where}) ({_device_events()}) > 0)", table=True)],
+    )
+    table.overrides = [_override("Value", "Events", "short")]
+    table.sortBy = [g.TableSortByField(displayName="Events", desc=True)]
+    grid.add(table, 12)
+    lifetime = _table(
+        "GPUs with ECC errors over their lifetime",
+        f"{catalog.GPU_ECC_ERRORS.help} Only GPUs with errors (top {TOP_TABLE}).",
+        [_target(f"topk({TOP_TABLE}, {_series(catalog.GPU_ECC_ERRORS, **FLEET)} > 0)", table=True)],
+    )
+    lifetime.overrides = [_override("Value", "Errors", "short")]
+    lifetime.sortBy = [g.TableSortByField(displayName="Errors", desc=True)]
+    grid.add(lifetime, 12)
+
+
+def _needing_action() -> str:
+    """One series per GPU and problem it has now, from the gauges.
+
+    The ``problem`` label names it, and ``action`` the recovery action the driver asks for (as
+    recorded, up to a minute late).
+    """
+    gpu = "cluster, instance, gpu, gpu_uuid"
+    # Recorded: the state set has a series per GPU and action, nearly all of them 0.
+    asked = _recorded(rules.GPU_RECOVERY_ASKED, **NODES, gpu_uuid="$gpu")
+    problems = [
+        (f"{_series(catalog.GPU_ROW_REMAP_FAILED, **FLEET)} == 1", "row remap failed"),
+        (f"{_series(catalog.GPU_ROW_REMAP_PENDING, **FLEET)} == 1", "row remap pending"),
+        (f"{_series(catalog.GPU_UP, **FLEET)} == 0", "not answering"),
+    ]
+    branches = [
+        f'label_replace(max by ({gpu}) ({expr}), "problem", "{problem}", "", "")'
+        for expr, problem in problems
+    ]
+    recovery = f"max by ({gpu}, action) ({asked})"
+    branches.append(f'label_replace({recovery}, "problem", "recovery action", "", "")')
+    return f"max by ({gpu}, problem, action) ({' or '.join(branches)})"
+
+
+def _device_events() -> str:
+    """ECC and recovery-action events per series in the range, named by an ``event`` label.
+
+    The kind is a constant: a ``$1`` in a dashboard would read to Grafana as a variable.
+    """
+    selector = _selector(**FLEET)[1:-1]
+    ecc = rules.events(catalog.ECC_EVENTS, selector, "$__range")
+    recovery = rules.events(catalog.RECOVERY_ACTION_EVENTS, selector, "$__range")
+    return (
+        f'label_replace({ecc}, "event", "ECC", "", "")'
+        f' or label_replace({recovery}, "event", "recovery action", "", "")'
     )
 
 
@@ -700,6 +883,7 @@ def _per_gpu_row(grid: _Grid) -> None:
     )
     grid.add(_metric_panel(catalog.GPU_SM_CLOCK, "SM clock", FLEET, GPU_LEGEND), 8)
     _per_gpu_device_panels(grid)
+    _per_gpu_health_panels(grid)
     grid.add(
         _up_timeline(
             "GPU up", catalog.GPU_UP.help, _target(_series(catalog.GPU_UP, **FLEET), GPU_LEGEND)
@@ -800,6 +984,67 @@ def _per_gpu_device_panels(grid: _Grid) -> None:
     )
 
 
+def _per_gpu_health_panels(grid: _Grid) -> None:
+    """ECC, row remapping and recovery actions of the chosen GPUs."""
+    selector = _selector(**FLEET)[1:-1]
+    ecc = rules.events(catalog.ECC_EVENTS, selector, "$__rate_interval")
+    grid.add(
+        _timeseries(
+            "ECC error events",
+            f"{catalog.ECC_EVENTS.help} Per interval.",
+            [
+                _target(
+                    f"sum by (instance, gpu, error_type) ({ecc})", GPU_LEGEND + " {{error_type}}"
+                )
+            ],
+            "short",
+        ),
+        8,
+    )
+    grid.add(
+        _metric_panel(
+            catalog.GPU_ECC_ERRORS, "ECC errors (lifetime)", FLEET, GPU_LEGEND + " {{error_type}}"
+        ),
+        8,
+    )
+    pending = _series(catalog.GPU_ROW_REMAP_PENDING, **FLEET)
+    failed = _series(catalog.GPU_ROW_REMAP_FAILED, **FLEET)
+    grid.add(
+        _timeline(
+            "Row remap pending and failed",
+            f"{catalog.GPU_ROW_REMAP_PENDING.help} {catalog.GPU_ROW_REMAP_FAILED.help}",
+            [
+                _target(pending, GPU_LEGEND + " pending", "A"),
+                _target(f"{failed} * 2", GPU_LEGEND + " failed", "B"),
+            ],
+            {"0": ("ok", "green"), "1": ("pending", "orange"), "2": ("failed", "red")},
+        ),
+        8,
+    )
+    action = catalog.GPU_RECOVERY_ACTION
+    none = _series(action, **FLEET, action="=" + rules.NO_ACTION)
+    asked = _series(action, **FLEET, action="!" + rules.NO_ACTION)
+    grid.add(
+        _timeline(
+            "Recovery action",
+            f"{action.help} One row per GPU and action that was current in the range.",
+            [_target(f"({asked} == 1) * 2 or {none} == 1", GPU_LEGEND + " {{action}}")],
+            {"1": ("nothing to do", "green"), "2": ("asked", "red")},
+        ),
+        12,
+    )
+    requests = rules.events(catalog.RECOVERY_ACTION_EVENTS, selector, "$__rate_interval")
+    grid.add(
+        _timeseries(
+            "Recovery-action requests",
+            f"{catalog.RECOVERY_ACTION_EVENTS.help} Per interval.",
+            [_target(f"sum by (instance, gpu, action) ({requests})", GPU_LEGEND + " {{action}}")],
+            "short",
+        ),
+        12,
+    )
+
+
 # --- MIG fleet ----------------------------------------------------------------------------------
 def fleet() -> g.Dashboard:
     """The MIG fleet at any size: recorded roll-ups first, per-instance views on demand."""
@@ -815,7 +1060,8 @@ def fleet() -> g.Dashboard:
     return _dashboard(
         FLEET_UID,
         "The MIG fleet: capacity, activity (DCGM fields 1001-1005) and its distribution, "
-        "memory, XID errors by severity and physical-GPU health, from the recording rules; "
+        "memory, XID errors by severity and by XID, and physical-GPU health (row remapping, "
+        "recovery actions, ECC, GPUs down, heat, throttling), from the recording rules; "
         "per-instance views once a node or GPU is chosen. By migexporter.",
         [
             *_node_variables(),

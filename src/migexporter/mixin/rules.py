@@ -7,9 +7,12 @@ sums, never as an average of ratios. Levels:
 
 - ``gpu``: one series per physical MIG GPU (``cluster``, ``node``, ``instance``, ``gpu``,
   ``gpu_uuid``); ``gpu_cause``: per GPU and throttling cause, only where the GPU is throttled;
-- ``node``, ``node_profile``, ``node_band``, ``node_severity``: one per node, and per profile,
-  activity band or XID severity on it, so that a dashboard filtered to some nodes still sums
-  correctly;
+  ``gpu_action``: per GPU and recovery action, only where the driver asks for one;
+- ``node``, ``node_profile``, ``node_band``, ``node_severity``, ``node_xid``, ``node_reason``,
+  ``node_action``, ``node_error_type``: one per node, and per profile, activity band, XID
+  severity, XID, clock-event reason, recovery action or ECC error type on it, so that a
+  dashboard filtered to some nodes still sums correctly;
+- ``xid``: one per XID code, the catalog's mnemonic, for dashboards to name recorded XIDs;
 - ``cluster``, ``cluster_profile``, ``cluster_severity``: one per ``cluster`` label value (a
   single series where the data has no ``cluster`` label).
 
@@ -91,14 +94,20 @@ def _slice_weighted(metric: catalog.Metric) -> str:
     return " or ".join(f'({metric.name}{{profile=~"{n}g[.].*"}} * {n})' for n in SLICE_COUNTS)
 
 
-def xid_events(selector: str, window: str) -> str:
-    """XID events of the series of ``selector`` within ``window``, per series.
+def events(metric: catalog.Metric, selector: str, window: str) -> str:
+    """Events of the series of ``metric`` and ``selector`` within ``window``, per series.
 
-    A series born in the window counts its whole value (``increase`` cannot see a series born
-    at 1); ``* 1`` drops the name so that both branches carry the same label sets.
+    Event counters appear with their first event, so a series born in the window counts its
+    whole value (``increase`` cannot see a series born at 1); ``* 1`` drops the name so that
+    both branches carry the same label sets.
     """
-    counter = f"{catalog.XID_ERRORS.name}{{{selector}}}"
+    counter = metric.name + (f"{{{selector}}}" if selector else "")
     return f"({counter} unless {counter} offset {window}) * 1 or increase({counter}[{window}])"
+
+
+def xid_events(selector: str, window: str) -> str:
+    """XID events of the series of ``selector`` within ``window``, per series (``events``)."""
+    return events(catalog.XID_ERRORS, selector, window)
 
 
 def codes(severity: xids.Severity, *, leave_out: tuple[int, ...] = ()) -> list[int]:
@@ -144,6 +153,28 @@ THROTTLE_WINDOW = "5m"
 GPU_THROTTLED = recorded("gpu_cause", catalog.GPU_THROTTLED, f"rate{THROTTLE_WINDOW}")
 NODE_XIDS = recorded("node_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
 CLUSTER_XIDS = recorded("cluster_severity", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
+# XID events per node and XID, with our severity; only minutes with events have a sample.
+NODE_XID_EVENTS = recorded("node_xid", catalog.XID_ERRORS, f"increase{XID_WINDOW}")
+# One series per XID of the exporters' catalog with its mnemonic (one of them, should two
+# exporter versions differ): dashboards join a few dozen series instead of every target's catalog.
+XID_MNEMONICS = recorded("xid", catalog.XID_INFO, "max")
+# Device health: per GPU, the recovery action its driver asks for (only GPUs asked one: the
+# state set has a series per action and GPU, most of them 0); per node, GPUs with a row remap
+# pending or failed (0 where none), GPUs asked a recovery action and GPUs held down, by action
+# or clock-event reason (only where there are some), and ECC and recovery-action events per
+# minute (only minutes with some).
+NODE_REMAP_PENDING = recorded("node", catalog.GPU_ROW_REMAP_PENDING, "sum")
+NODE_REMAP_FAILED = recorded("node", catalog.GPU_ROW_REMAP_FAILED, "sum")
+GPU_RECOVERY_ASKED = recorded("gpu_action", catalog.GPU_RECOVERY_ACTION, "asked")
+NODE_RECOVERY_ACTIONS = recorded("node_action", catalog.GPU_RECOVERY_ACTION, "count_asked")
+NODE_CLOCK_EVENTS = recorded("node_reason", catalog.GPU_CLOCK_EVENT, "count_active")
+EVENT_WINDOW = XID_WINDOW
+NODE_ECC_EVENTS = recorded("node_error_type", catalog.ECC_EVENTS, f"increase{EVENT_WINDOW}")
+NODE_RECOVERY_EVENTS = recorded(
+    "node_action", catalog.RECOVERY_ACTION_EVENTS, f"increase{EVENT_WINDOW}"
+)
+NO_ACTION = "none"  # the recovery action of a GPU that needs nothing
+IDLE_REASON = "gpu_idle"  # the clock-event reason that is no problem
 
 
 def _gpu_records() -> list[Record]:
@@ -205,15 +236,50 @@ def _node_records() -> list[Record]:
     ]
 
 
+def _severity_selector(severity: xids.Severity) -> str:
+    """The XIDs of ``severity``; ticket also takes the XIDs the catalog lacks (as ``xids``)."""
+    if severity is xids.Severity.TICKET:
+        others = [code for s in xids.Severity if s is not severity for code in codes(s)]
+        return f'xid!~"{"|".join(map(str, sorted(others)))}"'
+    return f'xid=~"{"|".join(map(str, codes(severity)))}"'
+
+
 def _xid_records() -> list[Record]:
-    records = []
+    info = catalog.XID_INFO.name
+    records = [Record(XID_MNEMONICS, f"max by (xid, mnemonic) (topk by (xid) (1, {info}))")]
     for severity in xids.Severity:
-        alternation = "|".join(map(str, codes(severity)))
-        events = xid_events(f'xid=~"{alternation}"', XID_WINDOW)
-        # Only nodes with events in the window get a series: no rows of zeros.
-        expr = f"{_per_node('sum', events)} > 0"
-        records.append(Record(NODE_XIDS, expr, {"severity": severity.value}))
+        found = xid_events(_severity_selector(severity), XID_WINDOW)
+        # Only nodes and XIDs with events in the window get a series: no rows of zeros.
+        expr = f"{_per_node('sum', found, ('xid',))} > 0"
+        records.append(Record(NODE_XID_EVENTS, expr, {"severity": severity.value}))
+    records.append(Record(NODE_XIDS, f"sum by ({_by((*NODE, 'severity'))}) ({NODE_XID_EVENTS})"))
     return records
+
+
+def _device_records() -> list[Record]:
+    action, reason = catalog.GPU_RECOVERY_ACTION.name, catalog.GPU_CLOCK_EVENT.name
+    asked = f'{action}{{action!="{NO_ACTION}"}} == 1'
+    active = f'{reason}{{reason!="{IDLE_REASON}"}} == 1'
+    return [
+        Record(NODE_REMAP_PENDING, _per_node("sum", catalog.GPU_ROW_REMAP_PENDING.name)),
+        Record(NODE_REMAP_FAILED, _per_node("sum", catalog.GPU_ROW_REMAP_FAILED.name)),
+        Record(GPU_RECOVERY_ASKED, _per_node("max", asked, ("gpu", "gpu_uuid", "action"))),
+        Record(
+            NODE_RECOVERY_ACTIONS,
+            f"count by ({_by((*NODE, 'action'))}) ({GPU_RECOVERY_ASKED})",
+        ),
+        Record(NODE_CLOCK_EVENTS, _per_node("count", active, ("reason",))),
+        Record(
+            NODE_ECC_EVENTS,
+            f"{_per_node('sum', events(catalog.ECC_EVENTS, '', EVENT_WINDOW), ('error_type',))}"
+            " > 0",
+        ),
+        Record(
+            NODE_RECOVERY_EVENTS,
+            _per_node("sum", events(catalog.RECOVERY_ACTION_EVENTS, "", EVENT_WINDOW), ("action",))
+            + " > 0",
+        ),
+    ]
 
 
 def _cluster_records() -> list[Record]:
@@ -234,7 +300,13 @@ def _cluster_records() -> list[Record]:
 
 def records() -> list[Record]:
     """Every recording rule, in evaluation order: a rule reads only rules before it."""
-    return [*_gpu_records(), *_node_records(), *_xid_records(), *_cluster_records()]
+    return [
+        *_gpu_records(),
+        *_node_records(),
+        *_xid_records(),
+        *_device_records(),
+        *_cluster_records(),
+    ]
 
 
 def groups() -> list[dict[str, Any]]:

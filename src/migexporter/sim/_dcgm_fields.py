@@ -131,6 +131,7 @@ FIELDS = _fields(
     (1010, "pcie_rx_bytes", "i", FE_GPU),
     (1011, "nvlink_tx_bytes", "i", FE_GPU),
     (1012, "nvlink_rx_bytes", "i", FE_GPU),
+    (1523, "gpu_recovery_action", "i", FE_GPU),
 )
 
 
@@ -295,4 +296,6 @@ GPU_READERS: dict[int, Callable[[FakeNvml, Any], Value]] = {
     394: _remapped(0),
     395: _remapped(3),
     396: _remapped(2),
+    # DCGM_FI_DEV_GPU_RECOVERY_ACTION: NVML's field, an nvmlDeviceGpuRecoveryAction_t.
+    1523: _field_value(pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION),
 }

@@ -352,7 +352,7 @@ class TelemetryCalls(Session):
         with self._call(handle):
             gpu, mig = self._device(handle)
             self._fleet.advance(gpu)
-            stamp = int(time.time() * 1_000_000)  # CPU time in microseconds since 1970
+            stamp = self._fleet.timestamp_us(gpu.time)  # when the counters were last integrated
             for value in values:
                 if not 0 < value.fieldId < pynvml.NVML_FI_MAX:
                     value.nvmlReturn = pynvml.NVML_ERROR_INVALID_ARGUMENT

@@ -111,6 +111,7 @@ class Fleet:
         self.privileged = privileged  # default for FakeNvml(fleet): a root exporter
         self._clock = clock
         self._epoch = clock()
+        self._wall_epoch = time.time()  # fleet time 0 on the wall clock, for driver timestamps
         self._seed = seed
         self._rng = random.Random(f"migexporter.sim:{seed}")  # noqa: S311 (reproducible, not secret)
         self._objects: dict[int, tuple[str, object]] = {}  # struct address -> (kind, object)
@@ -185,6 +186,13 @@ class Fleet:
     def now(self) -> float:
         """Fleet time: seconds since the fleet was built, by its clock."""
         return self._clock() - self._epoch
+
+    def timestamp_us(self, fleet_time: float) -> int:
+        """A driver timestamp (microseconds since 1970) of a fleet time.
+
+        The times NVML stamps on counters then move with the counters, also under a test clock.
+        """
+        return int((self._wall_epoch + fleet_time) * 1_000_000)
 
     def advance(self, gpu: SimGpu) -> None:
         """Bring the GPU's activity integrals up to now, at most once per millisecond.
