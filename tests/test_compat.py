@@ -95,6 +95,7 @@ def fixed_snapshot(views: compat.Views | None = None) -> Snapshot:
             (c.GPU_DECODER_UTILIZATION, 0.01), (c.GPU_MEMORY_FREE, 38000 * MIB),
             (c.GPU_MEMORY_USED, 2048 * MIB), (c.GPU_MEMORY_RESERVED, 456 * MIB),
             (c.GPU_GR_ENGINE_ACTIVE, 0.7), (c.GPU_DRAM_ACTIVE, 0.1),
+            (c.GPU_NVLINK_DATA_RATE, 5e9),
         )
     )  # fmt: skip
     xid = catalog.XID_ERRORS
@@ -167,6 +168,9 @@ def test_values_are_conversions_of_the_native_samples() -> None:
     assert _values(text, "DCGM_FI_DEV_GPU_UTIL_RATIO")[("1", "")] == 0.37
     assert _values(text, "DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO")[("0", "1")] == 0.25
     assert _values(text, "DCGM_FI_PROF_PCIE_TX_BYTES_PER_SECOND")[("0", "2")] == 1000
+    # 449 as DCGM stores it: KiB/s divided by 1000, truncated (5e9 B/s is 4882.8).
+    assert _values(text, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL")[("1", "")] == 4882
+    assert _values(text, "DCGM_FI_DEV_NVLINK_THROUGHPUT_TOTAL")[("1", "")] == 4882
     # Names both profiles have are served once, with the first profile's labels.
     assert text.count("# TYPE DCGM_FI_DEV_ENC_UTIL ") == 1
     assert text.count("# TYPE DCGM_EXP_XID_ERRORS_TOTAL ") == 1

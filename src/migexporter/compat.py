@@ -108,9 +108,8 @@ _PROF_PCIE_HELP = (
     "- in bytes per second."
 )
 # dcgm-exporter 4.8's default counters (etc/default-counters.csv at d5e5f51), help texts as
-# printed. Left out, as nothing native measures them: DCGM_FI_DEV_VGPU_LICENSE_STATUS (vGPU
-# guests) and DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL (DCGM's own NVLink rate; the native NVLink
-# families are GPM rates and NVML byte counters, and NVLink is off in MIG mode).
+# printed. Left out: DCGM_FI_DEV_VGPU_LICENSE_STATUS, which exists in vGPU guests only (on bare
+# metal DCGM answers "not supported" and dcgm-exporter prints no series either).
 DCGM_EXPORTER_4_8: tuple[Field, ...] = (
     Field(100, "DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).",
           G.GPU_SM_CLOCK, scale=1e-6),
@@ -147,6 +146,10 @@ DCGM_EXPORTER_4_8: tuple[Field, ...] = (
           ("corrected",)),
     Field(395, "DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed",
           G.GPU_ROW_REMAP_FAILED),
+    # A rate despite its type: DCGM's KiB/s of both directions divided by 1000, truncated.
+    Field(449, "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "counter",
+          "Total number of NVLink bandwidth counters for all lanes", G.GPU_NVLINK_DATA_RATE,
+          scale=1 / (1024 * 1000), floor=True),
     Field(1001, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge",
           "Ratio of time the graphics engine is active.", G.GPU_GR_ENGINE_ACTIVE,
           instance=G.GI_GR_ENGINE_ACTIVE, integer=False),
@@ -197,6 +200,7 @@ _TO_4_9: dict[int, dict[str, object]] = {
     393: {"name": "DCGM_FI_DEV_ROW_REMAP_UNCORRECTABLE_TOTAL"},
     394: {"name": "DCGM_FI_DEV_ROW_REMAP_CORRECTABLE_TOTAL"},
     395: {"name": "DCGM_FI_DEV_ROW_REMAP_FAILED"},
+    449: {"name": "DCGM_FI_DEV_NVLINK_THROUGHPUT_TOTAL"},
     1001: {"name": "DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO"},
     1004: {"name": "DCGM_FI_PROF_TENSOR_UTIL_RATIO"},
     1005: {"name": "DCGM_FI_PROF_DRAM_UTIL_RATIO"},
