@@ -14,7 +14,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 IS_ROOT_WITH_APT = [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test deps lint fmt typecheck pytest
+.PHONY: help venv run test deps lint fmt typecheck pytest screenshots
 
 help:
 	@echo "make run        serve a simulated fleet on 127.0.0.1:9945 (extra flags: ARGS='--listen :9100')"
@@ -23,6 +23,7 @@ help:
 	@echo "make deps       install Debian's prometheus, alertmanager, victoria-metrics (as root)"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make fmt        ruff format and ruff check --fix"
+	@echo "make screenshots  the landing page in Chromium, in each tested state, into docs/"
 
 venv: $(STAMP)
 
@@ -48,16 +49,17 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/migexporter --simulate --listen 127.0.0.1:9945 $(ARGS)
 
-# Debian's prometheus, prometheus-alertmanager, kubernetes-client and victoria-metrics: the tests
-# scrape the exporter with a real Prometheus, page through a real Alertmanager, render the kustomize
-# base and run the rules and dashboards on VictoriaMetrics (vmagent, vmalert), and fail (never
-# skip) without them.
+# Debian's prometheus, prometheus-alertmanager, kubernetes-client, victoria-metrics and chromium:
+# the tests scrape the exporter with a real Prometheus, page through a real Alertmanager, render
+# the kustomize base, run the rules and dashboards on VictoriaMetrics (vmagent, vmalert) and load
+# the landing page in headless Chromium, and fail (never skip) without them.
 deps:
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing="prometheus"; \
 	command -v amtool >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then \
 	  :; \
 	elif $(IS_ROOT_WITH_APT); then \
@@ -81,6 +83,10 @@ fmt: venv
 
 typecheck: venv
 	$(BIN)/mypy src
+
+# The browser tests copy their screenshots to docs/; the README shows the incident one.
+screenshots: venv deps
+	MIGEXPORTER_SCREENSHOTS=docs $(BIN)/pytest -q tests/integration/test_console_browser.py
 
 # pytest exits 5 when it collected nothing; that is a failure too, and make treats it as one.
 pytest: venv

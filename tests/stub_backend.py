@@ -27,7 +27,8 @@ def gpu_instance(gi_id: int, profile: str = "1g.10gb") -> GpuInstance:
 @dataclass
 class StubBackend:
     """GPUs are listed in ``gpus``; ``lost`` GPUs raise; ``hung`` GPUs block until released;
-    ``slow`` GPUs take that many seconds per call. ``sampled`` counts samples taken per GPU."""
+    ``slow`` GPUs take that many seconds per call. ``sampled`` counts samples taken per GPU;
+    ``readings`` adds (metric, value, extra labels) to a GPU's samples."""
 
     gpus: list[Gpu] = field(default_factory=list)
     lost: set[int] = field(default_factory=set)
@@ -40,6 +41,9 @@ class StubBackend:
     release: threading.Event = field(default_factory=threading.Event)
     events: queue.Queue[DeviceEvent] = field(default_factory=queue.Queue)
     closed: bool = False
+    readings: dict[int, list[tuple[catalog.Metric, float, tuple[str, ...]]]] = field(
+        default_factory=dict
+    )
 
     def open(self) -> None:
         if self.down:
@@ -67,6 +71,8 @@ class StubBackend:
         self.sampled[gpu.index] += 1
         result = GpuSample()
         result.gpu.set(catalog.GPU_TEMPERATURE, 40 + gpu.index)
+        for metric, value, labels in self.readings.get(gpu.index, ()):
+            result.gpu.set(metric, value, *labels)
         for gi in gpu.gpu_instances:
             readings = result.gpu_instances.setdefault(gi.id, Readings())
             readings.set(catalog.GI_SM_ACTIVE, gi.id / 10)

@@ -283,7 +283,7 @@ async def serve(config: Config) -> None:
             f"no NVIDIA driver found ({error}): looked for libnvidia-ml.so.1 through NVML; "
             "run with --simulate to serve a simulated fleet"
         ) from error
-    app = create_app(collector, web_state)
+    app = create_app(collector, web_state, simulated=fleet is not None)
     background: list[asyncio.Task[None]] = []
     if web_state is not None:
         background.append(asyncio.create_task(web_state.watch(), name="migexporter-web-config"))

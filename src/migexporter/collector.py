@@ -139,6 +139,23 @@ class XidLog:
         self._held_level = logging.INFO
 
 
+@dataclass(frozen=True)
+class Trouble:
+    """Why the backend or a GPU is not reporting as it should, and since when (wall clock).
+
+    ``state`` is "down" for the backend; for a GPU "lost" (the driver says it is gone),
+    "hung" (a driver call has not answered) or "failing" (it answers with errors).
+    """
+
+    state: str
+    reason: str
+    since: float
+
+
+class GpuHungError(GpuUnavailableError):
+    """A GPU whose driver call has run longer than the GPU timeout."""
+
+
 class LateError(Exception):
     """A GPU still at work on a call, within the GPU timeout."""
 
@@ -192,6 +209,8 @@ class Collector:
         self.topology = Topology()
         self.events: collections.deque[RecordedEvent] = collections.deque(maxlen=RECENT_EVENTS)
         self.backend_up = False
+        self.backend_trouble: Trouble | None = None
+        self.gpu_trouble: dict[str, Trouble] = {}  # by GPU uuid
         self._first_cycle_done = False
         self._samples: dict[str, GpuSample] = {}
         self._errors: collections.Counter[str] = collections.Counter()
@@ -318,7 +337,7 @@ class Collector:
 
     def _raise_late(self, index: int, call: _Call) -> NoReturn:
         if time.monotonic() - call.since >= self._gpu_timeout:
-            raise GpuUnavailableError(f"GPU {index} did not answer within {self._gpu_timeout:g}s")
+            raise GpuHungError(f"GPU {index} did not answer within {self._gpu_timeout:g}s")
         raise LateError(call)
 
     async def _count_gpus(self) -> int:
@@ -373,6 +392,7 @@ class Collector:
             )
         self.topology = new
         self.backend_up = True
+        self.backend_trouble = None
 
     async def _collect(self) -> None:
         if not self.backend_up:
@@ -389,23 +409,34 @@ class Collector:
             self._backend_down(lost)
             return
         for gpu, result in zip(gpus, results, strict=True):
-            if isinstance(result, GpuSample):
-                if gpu.uuid not in self._samples:
-                    log.info("GPU %d (%s) is reporting", gpu.index, gpu.uuid)
-                self._samples[gpu.uuid] = result
-                if result.errors:
-                    self._errors[gpu.uuid] += result.errors
-            elif isinstance(result, LateError):
-                # Its last values stand; what the call returns, whenever it does, is newest.
-                if result.call.since >= started:  # calls of earlier cycles are already watched
-                    result.call.future.add_done_callback(partial(self._late_sample, gpu.uuid))
-            else:
-                self._gpu_failed(gpu, result)
+            self._take(gpu, result, started)
         known = {gpu.uuid for gpu in gpus}
         for uuid in set(self._samples) - known:
             del self._samples[uuid]
+        for uuid in set(self.gpu_trouble) - known:
+            del self.gpu_trouble[uuid]
         self._collect_duration = time.monotonic() - started
         self._last_collect = self._clock()
+
+    def _take(self, gpu: Gpu, result: GpuSample | BaseException, started: float) -> None:
+        """What one GPU's sampling call gave this cycle: a sample, lateness or an error."""
+        if isinstance(result, GpuSample):
+            if gpu.uuid not in self._samples:
+                log.info("GPU %d (%s) is reporting", gpu.index, gpu.uuid)
+            self._samples[gpu.uuid] = result
+            if result.errors:
+                self._errors[gpu.uuid] += result.errors
+                self._trouble(gpu, "failing", f"{result.errors} readings failed")
+            else:
+                self.gpu_trouble.pop(gpu.uuid, None)
+        elif isinstance(result, LateError):
+            # Its last values stand; what the call returns, whenever it does, is newest.
+            waited = time.monotonic() - result.call.since
+            self._trouble(gpu, "hung", f"a driver call has not answered for {waited:.1f}s")
+            if result.call.since >= started:  # calls of earlier cycles are already watched
+                result.call.future.add_done_callback(partial(self._late_sample, gpu.uuid))
+        else:
+            self._gpu_failed(gpu, result)
 
     def _late_sample(self, uuid: str, future: asyncio.Future[object]) -> None:
         """Keep a sample that arrived after its cycle, if its GPU is still known and up."""
@@ -416,7 +447,19 @@ class Collector:
             self._samples[uuid] = result
             self._render_soon()
 
+    def _trouble(self, gpu: Gpu, state: str, reason: str) -> None:
+        """Record what is wrong with a GPU; the time is when it went into that state."""
+        known = self.gpu_trouble.get(gpu.uuid)
+        since = known.since if known is not None and known.state == state else self._clock()
+        self.gpu_trouble[gpu.uuid] = Trouble(state, reason, since)
+
     def _gpu_failed(self, gpu: Gpu, error: BaseException) -> None:
+        if isinstance(error, GpuHungError):
+            self._trouble(gpu, "hung", str(error))
+        elif isinstance(error, GpuUnavailableError):
+            self._trouble(gpu, "lost", str(error))
+        else:
+            self._trouble(gpu, "failing", str(error) or repr(error))
         if not isinstance(error, (GpuUnavailableError, BackendUnavailableError)):
             log.error("GPU %d: unexpected error: %r", gpu.index, error)
         if self._samples.pop(gpu.uuid, None) is not None:
@@ -426,8 +469,12 @@ class Collector:
     def _backend_down(self, error: BaseException) -> None:
         if self.backend_up:
             log.error("backend %s is down: %s", self.backend.name, error)
+        known = self.backend_trouble
+        since = known.since if known is not None else self._clock()
+        self.backend_trouble = Trouble("down", str(error) or repr(error), since)
         self.backend_up = False
         self._samples.clear()
+        self.gpu_trouble.clear()  # nothing is known of the GPUs while the backend is down
         self._errors[""] += 1
 
     # --- events ---------------------------------------------------------------------------------

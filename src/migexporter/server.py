@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import html
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
-from migexporter import catalog, httpguard, webconfig, xids
+from migexporter import catalog, compat, console, httpguard, webconfig, xids
 from migexporter.backends.base import ECC_ERROR_TYPES
 from migexporter.exposition import OPENMETRICS
 
@@ -22,9 +21,8 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Awaitable, Callable
 
-    from migexporter.backends.base import DeviceEvent, GpuSample
+    from migexporter.backends.base import DeviceEvent
     from migexporter.collector import Collector, RecordedEvent
-    from migexporter.topology import Gpu
     from migexporter.webconfig import WebState
 
 log = logging.getLogger(__name__)
@@ -32,6 +30,8 @@ log = logging.getLogger(__name__)
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"  # understood by every Prometheus
 COLLECTOR: web.AppKey[Collector] = web.AppKey("collector")
 GUARD: web.AppKey[httpguard.ConnectionGuard] = web.AppKey("guard")
+NODE: web.AppKey[str] = web.AppKey("node")
+SIMULATED: web.AppKey[bool] = web.AppKey("simulated")
 MAX_EVENTS_PER_REQUEST = 1000
 
 
@@ -39,11 +39,13 @@ def create_app(
     collector: Collector,
     web_state: WebState | None = None,
     guard: httpguard.ConnectionGuard | None = None,
+    *,
+    simulated: bool = False,
 ) -> web.Application:
     """The exporter's routes; unknown paths get 404 and wrong methods 405 from aiohttp.
 
     With ``web_state``, requests pass its basic auth and responses get its headers; ``guard``
-    sets the connection limits (the defaults otherwise).
+    sets the connection limits (the defaults otherwise); ``simulated`` marks the landing page.
     """
     guard = guard or httpguard.ConnectionGuard()
     middlewares = [guard.middleware()]
@@ -53,6 +55,8 @@ def create_app(
     app = web.Application(middlewares=middlewares, client_max_size=httpguard.MAX_BODY_BYTES)
     app[COLLECTOR] = collector
     app[GUARD] = guard
+    app[NODE] = compat.host_label()
+    app[SIMULATED] = simulated
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -136,89 +140,18 @@ def _xid_json(event: DeviceEvent) -> dict[str, str | None]:
 
 
 async def landing(request: web.Request) -> web.Response:
-    """A page for people: each GPU, its MIG instances and what they are doing now."""
+    """The node console: backend state, each GPU's health and MIG layout, the latest events."""
     collector = request.app[COLLECTOR]
-    samples = collector.samples
-    sections = [_gpu_html(gpu, samples.get(gpu.uuid)) for gpu in collector.topology.gpus]
     links = ["/metrics", "/api/events", "/-/healthy", "/-/ready"]
     links += [str(r.url_for()) for r in request.app.router.resources() if _is_sim(r)]
-    body = _PAGE.format(
-        backend=html.escape(collector.backend.name),
-        state="ready" if collector.ready else "not ready",
-        links=" · ".join(f'<a href="{html.escape(u)}">{html.escape(u)}</a>' for u in links),
-        gpus="\n".join(sections) or "<p>No GPUs found.</p>",
+    body = console.page(
+        collector, node=request.app[NODE], simulated=request.app[SIMULATED], links=tuple(links)
     )
-    return web.Response(text=body, content_type="text/html")
+    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 def _is_sim(resource: web.AbstractResource) -> bool:
     return resource.canonical == "/api/sim/fleet"
-
-
-def _gpu_html(gpu: Gpu, sample: GpuSample | None) -> str:
-    state = "up" if sample is not None else "DOWN"
-    mode = "MIG enabled" if gpu.mig_enabled else "MIG disabled"
-    head = (
-        f"<h2>GPU {gpu.index}: {html.escape(gpu.name)} <small>{html.escape(gpu.uuid)} · "
-        f"{mode} · {state}</small></h2>"
-    )
-    if not gpu.mig_enabled:
-        activity = _ratio(sample.gpu.get(catalog.GPU_GR_ENGINE_ACTIVE) if sample else None)
-        used = _gib(sample.gpu.get(catalog.GPU_MEMORY_USED) if sample else None)
-        total = _gib(sample.gpu.get(catalog.GPU_MEMORY_TOTAL) if sample else None)
-        return f"{head}<p>Whole GPU: engine active {activity}, memory {used} / {total}</p>"
-    rows = []
-    for gi in gpu.gpu_instances:
-        readings = sample.gpu_instances.get(gi.id) if sample else None
-        placement = f"{gi.placement.start}:{gi.placement.size}" if gi.placement else "?"
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(cell))}</td>"
-                for cell in (
-                    gi.id,
-                    gi.profile,
-                    placement,
-                    len(gi.compute_instances),
-                    gi.mig_uuid or "(several)",
-                    _gib(readings.get(catalog.GI_MEMORY_USED) if readings else None)
-                    + " / "
-                    + _gib(gi.memory_bytes),
-                    _ratio(readings.get(catalog.GI_GR_ENGINE_ACTIVE) if readings else None),
-                    _ratio(readings.get(catalog.GI_SM_ACTIVE) if readings else None),
-                )
-            )
-            + "</tr>"
-        )
-    slices = f"<p>{gpu.mig_slices_used} of {gpu.mig_slices_total} compute slices in use</p>"
-    table = (
-        "<table><tr><th>GI</th><th>profile</th><th>placement</th><th>CIs</th><th>MIG UUID</th>"
-        "<th>memory used</th><th>engine active</th><th>SM active</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-    return head + slices + (table if rows else "<p>No GPU instances.</p>")
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _gib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 2**30:.1f} GiB"
-
-
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>migexporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}small{{color:#666}}</style>
-</head><body>
-<h1>migexporter</h1>
-<p>Prometheus exporter for NVIDIA MIG · backend {backend} · {state}</p>
-<p>{links}</p>
-{gpus}
-</body></html>
-"""
 
 
 class _ClientErrors(logging.Filter):
