@@ -312,7 +312,11 @@ def _instance_view(
 
 def _facts(gpu: Gpu, readings: Readings, events: Mapping[EventKey, EventCount]) -> tuple[Fact, ...]:
     """Recovery action, ECC, row remap, temperature and power of one GPU."""
-    facts = [_recovery_fact(readings), _ecc_fact(gpu, readings, events), _remap_fact(readings)]
+    facts = [
+        _recovery_fact(readings),
+        _ecc_fact(gpu, readings, events),
+        _remap_fact(gpu, readings),
+    ]
     temperature = readings.get(catalog.GPU_TEMPERATURE)
     if temperature is not None:
         facts.append(Fact("temperature", f"{temperature:.0f} °C"))
@@ -358,11 +362,12 @@ def _ecc_fact(gpu: Gpu, readings: Readings, events: Mapping[EventKey, EventCount
     return Fact("ECC", "; ".join(parts), level)
 
 
-def _remap_fact(readings: Readings) -> Fact | None:
+def _remap_fact(gpu: Gpu, readings: Readings) -> Fact | None:
     failed = readings.get(catalog.GPU_ROW_REMAP_FAILED)
     pending = readings.get(catalog.GPU_ROW_REMAP_PENDING)
     if failed is None and pending is None:
-        return None
+        # nvml.h: nvmlDeviceGetRemappedRows is not supported while MIG instances exist
+        return Fact("row remap", "not readable with MIG instances") if gpu.gpu_instances else None
     rows = sum(
         readings.get(catalog.GPU_REMAPPED_ROWS, t) or 0 for t in ("corrected", "uncorrected")
     )
