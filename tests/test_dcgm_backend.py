@@ -135,7 +135,10 @@ def test_same_instances_labels_and_values_as_the_nvml_backend(bindings, fleet, c
     nvml_gpus, dcgm_gpus = topology(nvml), topology(dcgm)
     # Without NVML, DCGM cannot tell placements or SM counts; everything else matches.
     for a, b in zip(nvml_gpus, dcgm_gpus, strict=True):
-        assert (a.index, a.uuid, a.name, a.mig_enabled) == (b.index, b.uuid, b.name, b.mig_enabled)
+        assert (a.index, a.uuid, a.name, a.mig_enabled, a.minor_number) == (
+            b.index, b.uuid, b.name, b.mig_enabled, b.minor_number,
+        )  # fmt: skip
+        assert a.minor_number is not None
         assert a.mig_slices_total == b.mig_slices_total
         strip = [
             (gi.id, gi.profile, gi.slices, gi.memory_bytes, gi.profile_id, gi.mig_uuid)

@@ -504,18 +504,20 @@ def test_memory_temperature_beyond_200_c_is_no_reading(monkeypatch):
 
 
 def test_nvlink_data_rate_is_the_counters_growth_over_the_drivers_timestamps():
-    """DCGM 449's meaning: RX+TX payload between two reads, per second of NVML's timestamps;
-    nothing on the first read, nothing in MIG mode."""
+    """DCGM 449's meaning: RX+TX payload between two reads, per second of NVML's timestamps,
+    across topology refreshes; nothing on the first read, nothing in MIG mode."""
     clock = ManualClock()
     fleet = Fleet.from_spec("h100-80gb,h100-80gb:1g.10gb", clock=clock)
     backend = NvmlBackend(FakeNvml(fleet), clock=clock)
     backend.open()
     whole, mig = _topology(backend)
+    assert (whole.minor_number, mig.minor_number) == (0, 1)  # /dev/nvidia0 and 1
     clock.now += 1.0
     first = backend.sample(whole).gpu
     assert first.get(catalog.GPU_NVLINK_DATA_RATE) is None
     before = sum(first.get(catalog.GPU_NVLINK_BYTES, d) for d in ("tx", "rx"))
     clock.now += 2.5
+    assert backend.discover_gpu(0) == whole  # a topology refresh between keeps the last read
     second = backend.sample(whole).gpu
     after = sum(second.get(catalog.GPU_NVLINK_BYTES, d) for d in ("tx", "rx"))
     assert after > before

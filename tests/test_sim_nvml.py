@@ -19,6 +19,7 @@ REQUIRED = [
     "nvmlSystemGetDriverVersion",
     "nvmlDeviceGetCount",
     "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetMinorNumber",
     "nvmlDeviceGetHandleByUUID",
     "nvmlDeviceGetUUID",
     "nvmlDeviceGetName",

@@ -64,6 +64,7 @@ class Gpu:
     mig_enabled: bool = False
     mig_slices_total: int = 0
     gpu_instances: tuple[GpuInstance, ...] = ()
+    minor_number: int | None = None  # /dev/nvidia<minor>; None where the backend cannot tell
 
     @property
     def mig_slices_used(self) -> int:

@@ -44,7 +44,7 @@ MIN_INTERVAL_S = 0.1  # DCGM's floor for profiling fields (NVIDIA/DCGM #310)
 BACKOFF_S = (1.0, 30.0)  # reconnect delay: first, then doubling up to the second
 CONNECT_TIMEOUT_MS = 2000
 # Numeric ids, stable from DCGM 3.3.9 to 4.6.0 (4.6 renamed the constants).
-NAME, UUID, MIG_MAX_SLICES, XID = 50, 54, 69, 230
+NAME, UUID, MINOR_NUMBER, MIG_MAX_SLICES, XID = 50, 54, 55, 69, 230
 FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED = 250, 251, 252, 253
 FB_FIELDS = (FB_TOTAL, FB_FREE, FB_USED, FB_RESERVED)
 CLOCK_EVENTS = 112  # a bitmask: one reading per reason
@@ -370,7 +370,7 @@ class DcgmBackend:
                     for ci in hierarchy.compute_instances(uuid, gi.gpu_instance_id)
                 ]
             values = self._latest(raw, entities, (NAME, UUID, FB_TOTAL))
-            slices = self._latest(raw, [(f.DCGM_FE_GPU, gpu_id)], (MIG_MAX_SLICES,))
+            slices = self._latest(raw, [(f.DCGM_FE_GPU, gpu_id)], (MIG_MAX_SLICES, MINOR_NUMBER))
         except self._b.structs.DCGMError as error:
             raise GpuUnavailableError(f"GPU {index}: DCGM: {error}") from error
         instances = []
@@ -398,7 +398,8 @@ class DcgmBackend:
                     compute_instances=cis,
                 )
             )
-        max_slices = slices.get((f.DCGM_FE_GPU, gpu_id), {}).get(MIG_MAX_SLICES)
+        gpu_values = slices.get((f.DCGM_FE_GPU, gpu_id), {})
+        max_slices, minor = gpu_values.get(MIG_MAX_SLICES), gpu_values.get(MINOR_NUMBER)
         return Gpu(
             index=index,
             uuid=uuid,
@@ -407,6 +408,7 @@ class DcgmBackend:
             mig_enabled=mig_enabled,
             mig_slices_total=int(float(max_slices)) if mig_enabled and max_slices else 0,
             gpu_instances=tuple(instances),
+            minor_number=int(float(minor)) if minor is not None else None,
         )
 
     # --- groups and watches ---------------------------------------------------------------------
@@ -461,7 +463,7 @@ class DcgmBackend:
         return wanted
 
     def _gpu_fields(self, profiling: Sequence[int]) -> tuple[int, ...]:
-        extra = (MIG_MAX_SLICES,) if self._nvml is None else ()
+        extra = (MIG_MAX_SLICES, MINOR_NUMBER) if self._nvml is None else ()
         return (
             *_DEVICE_FIELDS,
             CLOCK_EVENTS,

@@ -328,6 +328,7 @@ class NvmlBackend:
             uuid = n.nvmlDeviceGetUUID(handle)
             name = n.nvmlDeviceGetName(handle)
             bus_id = _text(n.nvmlDeviceGetPciInfo(handle).busId)
+            minor = self._minor_number(handle)
             mig_enabled = self._mig_enabled(handle)
             previous = self._gpus.get(index)
             same = previous is not None and previous.mig_enabled == mig_enabled
@@ -345,6 +346,7 @@ class NvmlBackend:
             )
             if previous and same:  # re-enumeration every refresh must not make them due
                 state.slow_counters, state.slow_due = previous.slow_counters, previous.slow_due
+                state.nvlink_previous = previous.nvlink_previous
             instances = self._discover_instances(state) if mig_enabled else ()
         except n.NVMLError as error:
             raise GpuUnavailableError(f"GPU {index}: {error}") from error
@@ -363,7 +365,16 @@ class NvmlBackend:
             if mig_enabled
             else 0,
             gpu_instances=instances,
+            minor_number=minor,
         )
+
+    def _minor_number(self, handle: Any) -> int | None:
+        """The GPU's /dev/nvidia minor number, which DRA device names use; None if unknown."""
+        n = self._nvml
+        try:
+            return int(n.nvmlDeviceGetMinorNumber(handle))
+        except (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound):
+            return None
 
     def _mig_enabled(self, handle: Any) -> bool:
         n = self._nvml

@@ -129,6 +129,9 @@ class SimGpu:
     # What the driver asks an operator to do (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION).
     recovery_action: int = pynvml.NVML_GPU_RECOVERY_ACTION_NONE
     overheated: bool = False  # the overheat fault: thermal slowdown until recovered
+    # /dev/nvidia<minor>: the driver numbers GPUs in probe order, which on the usual systems is
+    # the PCI order NVML indexes them in too; None means the index.
+    minor: int | None = None
     pcie_replays: int = 0  # nvmlDeviceGetPcieReplayCounter
     # Integrals since creation, over fleet time: energy, and time spent power-capped or
     # thermally slowed down (NVML's violation counters).
@@ -136,6 +139,11 @@ class SimGpu:
     power_violation_s: float = 0.0
     thermal_violation_s: float = 0.0
     device: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)
+
+    @property
+    def minor_number(self) -> int:
+        """What nvmlDeviceGetMinorNumber answers."""
+        return self.index if self.minor is None else self.minor
 
     def __post_init__(self) -> None:
         self.not_hung.set()

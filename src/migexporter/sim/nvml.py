@@ -119,6 +119,18 @@ class FakeNvml(MigCalls, TelemetryCalls):
             gpu, mig = self._device(handle)
             return gpu.index if mig is None else mig.mig_index
 
+    def nvmlDeviceGetMinorNumber(self, handle: Any) -> int:
+        """The GPU's minor number (/dev/nvidia<minor>).
+
+        NotSupported for a MIG device handle: nvml.h documents it for GPUs only (an assumption,
+        not a measurement).
+        """
+        with self._call(handle):
+            gpu, mig = self._device(handle)
+            if mig is not None:
+                raise fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return gpu.minor_number
+
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
         """``nvmlPciInfo_t`` of the GPU (a MIG device reports its parent's)."""
         with self._call(handle):
