@@ -19,8 +19,8 @@ from migexporter.exposition import BuildInfo
 from migexporter.kubelet import podresources_pb2 as api
 from migexporter.pods import NO_OWNER, Owner, PodMap, PodResourcesWatcher, device_key, joined
 from migexporter.server import create_app
-from migexporter.sim.kubelet import FakeKubelet, pod_resources
-from migexporter.topology import ComputeInstance, Gpu, GpuInstance
+from migexporter.sim.kubelet import FakeKubelet, claim, pod_resources
+from migexporter.topology import ComputeInstance, Gpu, GpuInstance, Placement, Topology
 from stub_backend import StubBackend
 
 MIG = "nvidia.com/mig-1g.10gb"
@@ -106,6 +106,172 @@ def test_legacy_mig_ids_are_matched_by_gpu_gi_and_ci():
 def test_no_holders_is_empty_labels():
     assert joined([]) == NO_OWNER
     assert joined([Owner("n", "p", "c")] * 2) == ("n", "p", "c")
+
+
+# --- DRA: devices of NVIDIA's DRA driver, named by minor number, GI profile id and placement ---
+NODE = "node-a"
+
+
+def _dra_gi(gi_id: int, profile_id: int, start: int, ci_ids: tuple[int, ...] = (0,)) -> GpuInstance:
+    cis = tuple(ComputeInstance(ci, f"MIG-d{gi_id}-{ci}", "1g.10gb", 1, 16) for ci in ci_ids)
+    return GpuInstance(
+        gi_id, "1g.10gb", 1, 10 << 30, 16, profile_id, Placement(start, 1), compute_instances=cis
+    )
+
+
+# Index and minor number differ on purpose: DRA names carry the minor (/dev/nvidia<minor>).
+DRA_MIG_GPU = Gpu(
+    0,
+    "GPU-a",
+    "H100",
+    mig_enabled=True,
+    gpu_instances=(_dra_gi(7, 19, 0), _dra_gi(8, 19, 1), _dra_gi(9, 19, 2, (0, 1))),
+    minor_number=1,
+)
+DRA_WHOLE_GPU = Gpu(1, "GPU-b", "H100", minor_number=0)
+
+
+def test_a_dra_mig_device_labels_its_gpu_instance_and_compute_instance():
+    """gpu-1-mig-1g10gb-19-1 is the GI at placement 1 of the GPU whose minor is 1 (index 0)."""
+    pods = _map(
+        pod_resources(
+            "team-a",
+            "train",
+            {},
+            {"main": [claim("team-a", "mig", ["gpu-1-mig-1g10gb-19-1"], pool=NODE)]},
+        )
+    )
+    gi7, gi8, gi9 = DRA_MIG_GPU.gpu_instances
+    owner = ("team-a", "train", "main")
+    assert pods.labels(DRA_MIG_GPU, gi8) == owner
+    assert pods.labels(DRA_MIG_GPU, gi8, gi8.compute_instances[0]) == owner
+    assert pods.claim(DRA_MIG_GPU, gi8) == "team-a/mig"
+    for other in (gi7, gi9):
+        assert pods.labels(DRA_MIG_GPU, other) == NO_OWNER
+        assert pods.claim(DRA_MIG_GPU, other) == ""
+    assert pods.labels(DRA_MIG_GPU) == NO_OWNER  # the GPU is not held whole
+    assert pods.claim(DRA_MIG_GPU) == ""
+    assert pods.labels(DRA_WHOLE_GPU) == NO_OWNER  # index 1 but minor 0: not the parent
+
+
+def test_the_profile_text_of_a_name_is_not_matched():
+    """The driver writes go-nvlib's profile, which may differ from NVML's: id and start decide."""
+    pods = _map(
+        pod_resources(
+            "ns", "p", {"c": {}}, {"c": [claim("ns", "c", ["gpu-1-mig-1g12gb-19-2"], pool=NODE)]}
+        )
+    )
+    gi9 = DRA_MIG_GPU.gpu_instances[2]
+    assert pods.labels(DRA_MIG_GPU, gi9) == ("ns", "p", "c")
+    assert pods.labels(DRA_MIG_GPU, gi9, gi9.compute_instances[1]) == ("ns", "p", "c")
+
+
+def test_names_of_drivers_before_v25_12_are_matched_too():
+    """gpu-<minor>-mig-<GI profile id>-<placement start>-<placement size>."""
+    pods = _map(
+        pod_resources("ns", "p", {}, {"c": [claim("ns", "c", ["gpu-1-mig-19-1-1"], pool=NODE)]})
+    )
+    assert pods.labels(DRA_MIG_GPU, DRA_MIG_GPU.gpu_instances[1]) == ("ns", "p", "c")
+    assert pods.claim(DRA_MIG_GPU, DRA_MIG_GPU.gpu_instances[1]) == "ns/c"
+
+
+def test_a_dra_gpu_beside_a_device_plugin_gpu_and_on_the_same_gpu():
+    """Both sources on one node; holders of one GPU by either are comma-joined, claims sorted."""
+    pods = _map(
+        pod_resources("dra", "whole", {}, {"c": [claim("dra", "gpu", ["gpu-0"], pool=NODE)]}),
+        pod_resources("plugin", "mig", {"c": {MIG: ["MIG-d7-0"]}}),
+    )
+    assert pods.labels(DRA_WHOLE_GPU) == ("dra", "whole", "c")
+    assert pods.claim(DRA_WHOLE_GPU) == "dra/gpu"
+    gi7 = DRA_MIG_GPU.gpu_instances[0]
+    assert pods.labels(DRA_MIG_GPU, gi7) == ("plugin", "mig", "c")
+    assert pods.claim(DRA_MIG_GPU, gi7) == ""
+
+    shared = _map(
+        pod_resources("dra", "whole", {}, {"c": [claim("dra", "gpu", ["gpu-0"], pool=NODE)]}),
+        pod_resources("b", "second", {}, {"c": [claim("b", "also", ["gpu-0"], pool=NODE)]}),
+        pod_resources("plugin", "p", {"c": {"nvidia.com/gpu": ["GPU-b"]}}),
+    )
+    assert shared.labels(DRA_WHOLE_GPU) == ("b,dra,plugin", "second,whole,p", "c,c,c")
+    assert shared.claim(DRA_WHOLE_GPU) == "b/also,dra/gpu"
+
+
+def test_a_gpu_given_whole_by_dra_owns_its_instances_and_their_claim():
+    pods = _map(pod_resources("ns", "p", {}, {"c": [claim("ns", "all", ["gpu-1"], pool=NODE)]}))
+    gi = DRA_MIG_GPU.gpu_instances[1]
+    assert pods.labels(DRA_MIG_GPU, gi, gi.compute_instances[0]) == ("ns", "p", "c")
+    assert pods.claim(DRA_MIG_GPU, gi) == "ns/all"
+
+
+def test_devices_of_other_drivers_are_ignored():
+    pods = _map(
+        pod_resources(
+            "ns",
+            "p",
+            {},
+            {"c": [claim("ns", "nic", ["gpu-0"], pool=NODE, driver="dra.example.com")]},
+        )
+    )
+    assert pods == PodMap()
+    assert pods.labels(DRA_WHOLE_GPU) == NO_OWNER
+
+
+def test_the_claim_resources_of_a_container_are_read_as_the_kubelet_sends_them():
+    """Through the wire format: CDI names as NVIDIA's driver makes them, pool the node name."""
+    pod = pod_resources("ns", "p", {}, {"c": [claim("ns", "gpu", ["gpu-0"], pool=NODE)]})
+    wire = api.ListPodResourcesResponse(pod_resources=[pod]).SerializeToString()
+    (resource,) = (
+        api.ListPodResourcesResponse.FromString(wire)
+        .pod_resources[0]
+        .containers[0]
+        .dynamic_resources[0]
+        .claim_resources
+    )
+    assert (resource.driver_name, resource.pool_name, resource.device_name) == (
+        "gpu.nvidia.com",
+        NODE,
+        "gpu-0",
+    )
+    (cdi,) = resource.cdi_devices
+    assert cdi.name.startswith("k8s.gpu.nvidia.com/claim=")
+    assert cdi.name.endswith("-gpu-0")
+
+
+def test_dra_names_that_match_nothing_are_listed():
+    """A GPU the exporter cannot see, an instance that does not exist (yet), a VFIO GPU."""
+    names = [
+        "gpu-1",
+        "gpu-0",
+        "gpu-1-mig-1g10gb-19-0",
+        "gpu-1-mig-1g10gb-19-5",
+        "gpu-4",
+        "gpu-vfio-0",
+    ]
+    pods = _map(pod_resources("ns", "p", {}, {"c": [claim("ns", "c", names, pool=NODE)]}))
+    topology = Topology((DRA_MIG_GPU, DRA_WHOLE_GPU))
+    assert pods.dra_unmatched(topology) == ["gpu-1-mig-1g10gb-19-5", "gpu-4", "gpu-vfio-0"]
+    unknown = Gpu(0, "GPU-a", "H100", gpu_instances=DRA_MIG_GPU.gpu_instances)  # no minor
+    assert pods.dra_unmatched(Topology((unknown,))) == sorted(names)
+    assert pods.labels(unknown, unknown.gpu_instances[0]) == NO_OWNER
+
+
+async def test_a_name_the_driver_does_not_write_is_said_once_and_labels_nothing(
+    kubelet, socket_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="migexporter.pods")
+    kubelet.set_pods(
+        [pod_resources("ns", "p", {}, {"c": [claim("ns", "odd", ["gpu-x", "gpu-0"], pool=NODE)]})]
+    )
+    watcher = PodResourcesWatcher(socket_path)
+    for _ in range(3):
+        await watcher.refresh()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    why = "claim ns/odd, pod ns/p: GPU minor number 'x' is not a number"
+    assert warnings == [f"DRA device 'gpu-x' not understood ({why}); no pod labels from it"]
+    assert "gpu-x" not in watcher.current.devices
+    assert watcher.current.labels(DRA_WHOLE_GPU) == ("ns", "p", "c")  # the good name still counts
+    assert watcher.current.dra_unmatched(Topology((DRA_WHOLE_GPU,))) == []
+    watcher.close()
 
 
 # --- the watcher against a real gRPC server on a unix socket ------------------------------------
@@ -362,11 +528,21 @@ def test_messages_keep_the_kubelets_field_numbers():
         ("ContainerResources", "name"): 1,
         ("ContainerResources", "devices"): 2,
         ("ContainerResources", "cpu_ids"): 3,
+        ("ContainerResources", "dynamic_resources"): 5,
         ("ContainerDevices", "resource_name"): 1,
         ("ContainerDevices", "device_ids"): 2,
         ("ContainerDevices", "topology"): 3,
         ("TopologyInfo", "nodes"): 1,
         ("NUMANode", "ID"): 1,
+        ("DynamicResource", "claim_name"): 2,  # 1 was class_name, removed in 1.31
+        ("DynamicResource", "claim_namespace"): 3,
+        ("DynamicResource", "claim_resources"): 4,
+        ("ClaimResource", "cdi_devices"): 1,
+        ("ClaimResource", "driver_name"): 2,
+        ("ClaimResource", "pool_name"): 3,
+        ("ClaimResource", "device_name"): 4,
+        ("ClaimResource", "share_id"): 5,
+        ("CDIDevice", "name"): 1,
     }
     service = api.DESCRIPTOR.services_by_name["PodResourcesLister"]
     assert service.full_name == "v1.PodResourcesLister"

@@ -59,7 +59,7 @@ SCOPE_LABELS: dict[Scope, tuple[str, ...]] = {
 # Labels left out of a series when empty, rather than printed as "": the same to Prometheus,
 # and most series on a node outside Kubernetes would otherwise carry three empty labels. An
 # event the driver did not attribute to an instance has no profile.
-OPTIONAL_LABELS: frozenset[str] = frozenset((*POD_LABELS, "profile"))
+OPTIONAL_LABELS: frozenset[str] = frozenset((*POD_LABELS, "profile", "claim"))
 
 
 @dataclass(frozen=True, eq=False)  # each family is one object: identity hashing is cheap
@@ -421,8 +421,17 @@ GPU_INSTANCE_INFO = Metric(
     I,
     Scope.GPU_INSTANCE,
     "A MIG GPU instance; value is always 1. mig_uuid is set when the instance holds exactly "
-    "one compute instance; placement is empty without privileges.",
-    extra_labels=("mig_uuid", "profile_id", "slices", "placement_start", "placement_size", "sms"),
+    "one compute instance; placement is empty without privileges; claim is the DRA "
+    "ResourceClaim (namespace/name) the instance was allocated through, if any.",
+    extra_labels=(
+        "mig_uuid",
+        "profile_id",
+        "slices",
+        "placement_start",
+        "placement_size",
+        "sms",
+        "claim",
+    ),
 )
 GI_GR_ENGINE_ACTIVE = Metric(
     "nvidia_gpu_instance_gr_engine_active_ratio",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
-from migexporter import catalog, xids
+from migexporter import catalog, dra, xids
 from migexporter.backends.base import (
     ECC_ERROR_TYPES,
     BackendUnavailableError,
@@ -55,6 +55,7 @@ _BACKEND_WORKER = -1  # the worker of backend-wide calls, beside one per GPU ind
 
 RECENT_EVENTS = 1000  # /api/events keeps this many; older ones stay counted in the counters
 EVENT_WAIT_S = 0.5  # how long the event thread blocks in the driver before checking for stop
+POD_ASK_S = 1.0  # how long a topology refresh with new instances waits for the kubelet
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class PodSource(Protocol):
     @property
     def up(self) -> bool | None:
         """Whether the last refresh answered; None when attribution is off."""
+
+    async def refresh(self) -> None:
+        """Ask now, out of turn; keeps the last answer when this one fails."""
 
 
 LOG_BURST = 20  # XID lines logged per window; the rest are summed up at its end
@@ -211,6 +215,8 @@ class Collector:
         self.backend_up = False
         self.backend_trouble: Trouble | None = None
         self.gpu_trouble: dict[str, Trouble] = {}  # by GPU uuid
+        self._dra_unmatched: set[str] = set()  # DRA names matching nothing at the last refresh
+        self._dra_reported: set[str] = set()
         self._first_cycle_done = False
         self._samples: dict[str, GpuSample] = {}
         self._errors: collections.Counter[str] = collections.Counter()
@@ -390,9 +396,35 @@ class Collector:
                 len(changes.instances_added),
                 len(changes.instances_removed),
             )
+        if changes.instances_added and self._pods is not None:
+            # An instance made for a pod (DRA's dynamic MIG) names its pod from its first
+            # sample: ask the kubelet now rather than at its next turn.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pods.refresh(), POD_ASK_S)
         self.topology = new
         self.backend_up = True
         self.backend_trouble = None
+        self._say_unmatched_dra()
+
+    def _say_unmatched_dra(self) -> None:
+        """Log once each DRA device that matched nothing at two topology refreshes in a row.
+
+        A MIG device the DRA driver creates for a pod is listed by the kubelet before the
+        next refresh finds it: one refresh without a match is no news.
+        """
+        pods = self._pod_map()
+        unmatched = set(pods.dra_unmatched(self.topology))
+        for name in sorted(unmatched & self._dra_unmatched - self._dra_reported):
+            device = pods.dra_devices[name]
+            why = (
+                "a GPU bound to vfio-pci for a VM, which NVML does not see"
+                if isinstance(device, dra.PassthroughGpu)
+                else f"no GPU or GPU instance of {self.backend.name} has this name"
+            )
+            log.warning("DRA device %s (claim %s): %s; no pod labels from it",
+                        name, ",".join(sorted(pods.claims.get(name, ()))) or "?", why)  # fmt: skip
+            self._dra_reported.add(name)
+        self._dra_unmatched = unmatched
 
     async def _collect(self) -> None:
         if not self.backend_up:

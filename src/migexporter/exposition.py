@@ -207,6 +207,7 @@ def _add_gpu(out: _Collected, snapshot: Snapshot, gpu: Gpu) -> None:
                 "" if placement is None else str(placement.start),
                 "" if placement is None else str(placement.size),
                 _text(gi.sms),
+                snapshot.pods.claim(gpu, gi),
             ),
             1,
         )

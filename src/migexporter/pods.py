@@ -1,9 +1,14 @@
 """Pod attribution: which Kubernetes containers hold each GPU, GPU instance and compute instance.
 
-The kubelet's pod-resources API lists the devices that device plugins gave to each container.
-NVIDIA's device plugin names them by UUID: GPU UUIDs for whole GPUs, MIG device UUIDs for MIG
-devices (resource ``nvidia.com/gpu`` under its single strategy, ``nvidia.com/mig-<profile>``
-under the mixed one). A MIG device is one compute instance of one GPU instance.
+The kubelet's pod-resources API lists the devices that device plugins gave to each container
+and the devices DRA gave it through resource claims (by default from Kubernetes 1.34; 1.31-1.33
+behind the kubelet's ``KubeletPodResourcesDynamicResources`` gate). NVIDIA's device plugin
+names them by UUID: GPU UUIDs for whole GPUs, MIG device UUIDs for MIG devices (resource
+``nvidia.com/gpu`` under its single strategy, ``nvidia.com/mig-<profile>`` under the mixed one);
+a MIG device is one compute instance of one GPU instance. NVIDIA's DRA driver
+(``gpu.nvidia.com``) names them by minor number, GPU instance profile and placement
+(``migexporter.dra``); its MIG device is a whole GPU instance. Both can give out devices on one
+node; a device's holders are whoever either lists.
 
 The watcher asks the kubelet in the background, never on a scrape, and keeps the answer as a
 ``PodMap``. When the kubelet stops answering, the last map stands until it is older than
@@ -17,6 +22,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +32,13 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
 
+from migexporter import dra
 from migexporter.kubelet import podresources_pb2 as api
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from migexporter.topology import ComputeInstance, Gpu, GpuInstance
+    from migexporter.topology import ComputeInstance, Gpu, GpuInstance, Topology
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +66,26 @@ class Owner:
 
 @dataclass(frozen=True)
 class PodMap:
-    """Device ids (GPU and MIG UUIDs) to the containers that hold them."""
+    """Device ids (GPU and MIG UUIDs, DRA device names) to the containers that hold them.
+
+    DRA device names ("gpu-0", "gpu-0-mig-1g10gb-9-0") share ``devices`` with the device
+    plugin's UUIDs, which never look alike. ``dra_devices`` holds what each DRA name points at and
+    ``claims`` the claims ("<namespace>/<name>") that gave it out; ``unparsed`` names the DRA
+    devices that were left out, with why, for the watcher to say once.
+    """
 
     devices: Mapping[str, frozenset[Owner]] = field(default_factory=dict)
+    dra_devices: Mapping[str, dra.Device] = field(default_factory=dict)
+    claims: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    unparsed: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_response(cls, response: api.ListPodResourcesResponse) -> PodMap:
-        """The NVIDIA devices of a ``List`` answer; other resources are ignored."""
+        """The NVIDIA devices of a ``List`` answer; other resources and drivers are ignored."""
         devices: dict[str, set[Owner]] = {}
+        parsed: dict[str, dra.Device] = {}
+        claims: dict[str, set[str]] = {}
+        unparsed: dict[str, str] = {}
         for pod in response.pod_resources:
             for container in pod.containers:
                 owner = Owner(pod.namespace, pod.name, container.name)
@@ -75,26 +94,89 @@ class PodMap:
                         continue
                     for device_id in allocated.device_ids:
                         devices.setdefault(device_key(device_id), set()).add(owner)
-        return cls({key: frozenset(owners) for key, owners in devices.items()})
+                for dynamic in container.dynamic_resources:
+                    claim = f"{dynamic.claim_namespace}/{dynamic.claim_name}"
+                    for resource in dynamic.claim_resources:
+                        # An empty name is a resource other than a device (the proto's comment).
+                        if resource.driver_name != dra.DRIVER or not resource.device_name:
+                            continue
+                        name = resource.device_name
+                        try:
+                            parsed[name] = dra.parse(name)
+                        except ValueError as error:
+                            where = f"claim {claim}, pod {pod.namespace}/{pod.name}"
+                            unparsed[name] = f"{where}: {error}"
+                            continue
+                        devices.setdefault(name, set()).add(owner)
+                        claims.setdefault(name, set()).add(claim)
+        return cls(
+            {key: frozenset(owners) for key, owners in devices.items()},
+            parsed,
+            {name: frozenset(held) for name, held in claims.items()},
+            unparsed,
+        )
 
     def labels(
         self, gpu: Gpu, gi: GpuInstance | None = None, ci: ComputeInstance | None = None
     ) -> Labels:
         """``namespace``, ``pod``, ``container`` of whoever holds the GPU, GI or CI.
 
-        A GI belongs to the holders of its compute instances; anything on a GPU given whole
-        belongs to that GPU's holder. Several holders (a shared device, or a GI whose compute
-        instances went to different containers) are comma-joined, in the same order in all
-        three labels; none gives empty labels.
+        A GI belongs to the holders of its compute instances, and to the holders of its DRA MIG
+        device; anything on a GPU given whole (by UUID or DRA name) belongs to that GPU's
+        holder. Several holders (a shared device, or a GI whose compute instances went to
+        different containers) are comma-joined, in the same order in all three labels; none
+        gives empty labels.
         """
         if not self.devices:
             return NO_OWNER
         owners = set(self.devices.get(gpu.uuid, ()))
+        for name in self._dra_names(gpu, gi):
+            owners.update(self.devices[name])
         if gi is not None:
             for each in (ci,) if ci is not None else gi.compute_instances:
                 owners.update(self.devices.get(each.mig_uuid, ()))
                 owners.update(self.devices.get(f"{gpu.uuid}/{gi.id}/{each.id}", ()))
         return joined(owners)
+
+    def claim(self, gpu: Gpu, gi: GpuInstance | None = None) -> str:
+        """The ``claim`` label: the DRA claims that hold the GPU or GI, sorted, comma-joined."""
+        held = {c for name in self._dra_names(gpu, gi) for c in self.claims[name]}
+        return ",".join(sorted(held))
+
+    def dra_unmatched(self, topology: Topology) -> list[str]:
+        """The DRA device names that point at no GPU or GPU instance of the topology, sorted."""
+        matched = {
+            name
+            for gpu in topology.gpus
+            for gi in (None, *gpu.gpu_instances)
+            for name in self._dra_names(gpu, gi)
+        }
+        return sorted(set(self.dra_devices) - matched)
+
+    def _dra_names(self, gpu: Gpu, gi: GpuInstance | None) -> list[str]:
+        """The DRA names of the GPU given whole and, with ``gi``, of that GPU instance."""
+        names = [] if gpu.minor_number is None else list(self._dra_gpus.get(gpu.minor_number, ()))
+        if gi is not None and (key := dra.instance_key(gpu, gi)) is not None:
+            names.extend(self._dra_instances.get(key, ()))
+        return names
+
+    @cached_property
+    def _dra_gpus(self) -> dict[int, list[str]]:
+        index: dict[int, list[str]] = {}
+        for name, device in self.dra_devices.items():
+            if isinstance(device, dra.WholeGpu):
+                index.setdefault(device.minor, []).append(name)
+        return index
+
+    @cached_property
+    def _dra_instances(self) -> dict[dra.InstanceKey, list[str]]:
+        # By minor, GI profile id and placement start: the profile text in a name is the
+        # driver's own rendering and need not equal NVML's.
+        index: dict[dra.InstanceKey, list[str]] = {}
+        for name, device in self.dra_devices.items():
+            if isinstance(device, dra.MigDevice):
+                index.setdefault(device.key, []).append(name)
+        return index
 
 
 def is_nvidia_resource(name: str) -> bool:
@@ -162,6 +244,7 @@ class PodResourcesWatcher:
         self._answered_at: float | None = None
         self._channel: grpc.Channel | None = None
         self._said_off = False
+        self._said_unparsed: set[str] = set()
 
     async def run(self) -> None:
         """Refresh every ``refresh`` seconds until cancelled; call ``refresh`` once before."""
@@ -191,6 +274,10 @@ class PodResourcesWatcher:
             return
         self.current = PodMap.from_response(response)
         self._answered_at = self._clock()
+        for name, why in self.current.unparsed.items():
+            if name not in self._said_unparsed:  # once per name: the kubelet is asked every 10 s
+                self._said_unparsed.add(name)
+                log.warning("DRA device %r not understood (%s); no pod labels from it", name, why)
         if not self.up:
             log.info(
                 "pod attribution on: kubelet at %s lists %d NVIDIA devices",

@@ -2,17 +2,20 @@
 
 It serves the kubelet's ``v1.PodResourcesLister`` service (``List`` and ``Get``) with the wire
 format of ``migexporter/kubelet/podresources.proto``; the pods it lists are whatever was last
-given to ``set_pods``. ``gate`` lets a test hold every call, as a kubelet that hangs would.
+given to ``set_pods``: device-plugin devices and DRA claims (``pod_resources``, ``claim``).
+``gate`` lets a test hold every call, as a kubelet that hangs would.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from migexporter import dra
 from migexporter.kubelet import podresources_pb2 as api
 
 if TYPE_CHECKING:
@@ -23,9 +26,17 @@ GATE_LIMIT_S = 30.0  # a held call never outlives a test run
 
 
 def pod_resources(
-    namespace: str, name: str, containers: Mapping[str, Mapping[str, Sequence[str]]]
+    namespace: str,
+    name: str,
+    containers: Mapping[str, Mapping[str, Sequence[str]]],
+    claims: Mapping[str, Sequence[api.DynamicResource]] | None = None,
 ) -> api.PodResources:
-    """One pod as the kubelet lists it: container -> resource name -> device ids."""
+    """One pod as the kubelet lists it: container -> resource name -> device ids.
+
+    ``claims`` gives containers DRA allocations too (container -> ``claim(...)``); a container
+    named only there holds DRA devices alone.
+    """
+    claims = claims or {}
     return api.PodResources(
         namespace=namespace,
         name=name,
@@ -34,10 +45,36 @@ def pod_resources(
                 name=container,
                 devices=[
                     api.ContainerDevices(resource_name=resource, device_ids=list(ids))
-                    for resource, ids in resources.items()
+                    for resource, ids in containers.get(container, {}).items()
                 ],
+                dynamic_resources=claims.get(container, ()),
             )
-            for container, resources in containers.items()
+            for container in dict.fromkeys([*containers, *claims])
+        ],
+    )
+
+
+def claim(
+    namespace: str, name: str, devices: Sequence[str], *, pool: str, driver: str = dra.DRIVER
+) -> api.DynamicResource:
+    """One ResourceClaim's devices as the kubelet lists them for a container.
+
+    ``devices`` are device names in ``pool`` (NVIDIA's driver: the node name), each with the CDI
+    device name NVIDIA's driver gives it, ``k8s.<driver>/claim=<claim uid>-<device>``; the uid is
+    made up from the claim's namespace and name, so it is stable between calls.
+    """
+    uid = uuid.uuid5(uuid.NAMESPACE_URL, f"resourceclaim:{namespace}/{name}")
+    return api.DynamicResource(
+        claim_namespace=namespace,
+        claim_name=name,
+        claim_resources=[
+            api.ClaimResource(
+                driver_name=driver,
+                pool_name=pool,
+                device_name=device,
+                cdi_devices=[api.CDIDevice(name=f"k8s.{driver}/claim={uid}-{device}")],
+            )
+            for device in devices
         ],
     )
 
