@@ -462,9 +462,8 @@ class Collector:
             else:
                 self.gpu_trouble.pop(gpu.uuid, None)
         elif isinstance(result, LateError):
-            # Its last values stand; what the call returns, whenever it does, is newest.
-            waited = time.monotonic() - result.call.since
-            self._trouble(gpu, "hung", f"a driver call has not answered for {waited:.1f}s")
+            # Its last values stand; what the call returns, whenever it does, is newest. Slow
+            # is not hung: that is a call past the GPU timeout (GpuHungError).
             if result.call.since >= started:  # calls of earlier cycles are already watched
                 result.call.future.add_done_callback(partial(self._late_sample, gpu.uuid))
         else:
