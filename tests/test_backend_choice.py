@@ -32,7 +32,7 @@ def _isolated(monkeypatch):
 
 async def choose(*args: str, before=None):
     config = parse_config(["--simulate", *args], {})
-    nvml, fleet, _ = _simulated(config)
+    nvml, fleet, *_ = _simulated(config)
     if before is not None:
         before(fleet)
     return await _choose_backend(config, nvml, simulated=True)

@@ -31,5 +31,8 @@ def test_the_readme_scenario_loads(tmp_path: Path) -> None:
     path = tmp_path / "scenario.yaml"
     path.write_text(_block("scenario"), encoding="utf-8")
     scenario = load_scenario(path)
-    assert [step.verb for step in scenario.steps] == ["xid", "ecc", "mig", "fault", "fault"]
+    assert [step.verb for step in scenario.steps] == [
+        "xid", "ecc", "mig", "fault", "fault", "mig", "claim", "claim", "release",
+    ]  # fmt: skip
+    assert scenario.uses_dra
     assert len(Fleet.from_spec(scenario.fleet).gpus) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -191,8 +192,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _simulated(config: Config) -> tuple[Any, Any, Any]:
-    """(fake pynvml, fleet, scenario or None) for --simulate; installs the fake DCGM engine."""
+def _simulated(config: Config) -> tuple[Any, Any, Any, Any, Config]:
+    """What --simulate runs on: fake pynvml, fleet, scenario (or None), DRA node, config.
+
+    The node (the DRA driver and kubelet) is there when the scenario claims devices, else None,
+    and the config returned then asks that kubelet for pods. Installs the fake DCGM engine.
+    """
     from migexporter import sim  # noqa: PLC0415  (only simulation needs the simulator)
 
     spec = config.simulate or "default"
@@ -207,7 +212,10 @@ def _simulated(config: Config) -> tuple[Any, Any, Any]:
     # The simulated node runs a host engine too, at --dcgm-address when one is given.
     addresses = [config.dcgm_address] if config.dcgm_address else []
     sim.install_dcgm(sim.SimHostEngine(fleet, addresses=addresses))
-    return sim.FakeNvml(fleet), fleet, scenario
+    node = None
+    if scenario is not None and scenario.uses_dra:
+        node, config = _simulated_kubelet(config, fleet)
+    return sim.FakeNvml(fleet), fleet, scenario, node, config
 
 
 async def _choose_backend(config: Config, nvml: Any, simulated: bool) -> Backend:
@@ -256,9 +264,9 @@ async def serve(config: Config) -> None:
     web_state = _web_state(config)
     _say_what_privileges_leave_out(config)
     await _check_listen(config.listen)  # before the GPUs: a taken port fails in a second
-    fleet = scenario = None
+    fleet = scenario = node = None
     if config.simulate:
-        nvml, fleet, scenario = _simulated(config)
+        nvml, fleet, scenario, node, config = _simulated(config)
     else:
         nvml = import_module("pynvml")
     backend = await _choose_backend(config, nvml, fleet is not None)
@@ -290,7 +298,7 @@ async def serve(config: Config) -> None:
     if pods is not None:
         background.append(asyncio.create_task(pods.run(), name="migexporter-pods"))
     if fleet is not None:
-        _add_simulation(app, fleet, scenario, background)
+        _add_simulation(app, fleet, scenario, background, node)
     host, port = config.listen
     try:
         tls = web_state.listener if web_state is not None else None
@@ -307,6 +315,23 @@ async def serve(config: Config) -> None:
             task.cancel()
         await server.close()
         await collector.stop()
+        if node is not None:
+            node.kubelet.stop()
+
+
+def _simulated_kubelet(config: Config, fleet: Any) -> tuple[Any, Config]:
+    """The simulated node's kubelet and DRA driver, for a scenario's claims.
+
+    The config returned asks that kubelet for pods.
+    """
+    import tempfile  # noqa: PLC0415
+
+    from migexporter.sim.kubelet import DraNode, FakeKubelet  # noqa: PLC0415
+
+    socket = str(Path(tempfile.mkdtemp(prefix="migexporter-kubelet-")) / "kubelet.sock")
+    node = DraNode(fleet, FakeKubelet(socket).start(), compat.host_label())
+    log.info("simulated kubelet with NVIDIA's DRA driver at %s", socket)
+    return node, dataclasses.replace(config, pod_resources_socket=socket)
 
 
 async def _check_listen(listen: tuple[str, int]) -> None:
@@ -363,13 +388,17 @@ def _web_state(config: Config) -> WebState | None:
 
 
 def _add_simulation(
-    app: web.Application, fleet: Any, scenario: Any, background: list[asyncio.Task[None]]
+    app: web.Application,
+    fleet: Any,
+    scenario: Any,
+    background: list[asyncio.Task[None]],
+    node: Any = None,
 ) -> None:
     from migexporter import sim  # noqa: PLC0415
 
     sim.add_routes(app, fleet)
     if scenario is not None:
-        background.append(asyncio.create_task(sim.run_scenario(scenario, fleet)))
+        background.append(asyncio.create_task(sim.run_scenario(scenario, fleet, dra=node)))
 
 
 async def _until_signalled() -> None:

@@ -170,3 +170,48 @@ def test_a_dra_device_that_matches_nothing_is_said_once_and_labels_nothing(
     body = exporter.get("/metrics").body.decode()
     assert 'pod="ghost-0"' not in body
     assert 'pod="odd-0"' not in body
+
+
+def test_a_scenario_claims_and_releases_through_the_simulated_dra_driver(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``--simulate`` with a scenario that claims devices serves a kubelet of its own: the
+    claim step creates the MIG device and allocates it in one go, the release destroys it."""
+    workdir = tmp_path_factory.mktemp("dra-scenario")
+    scenario = workdir / "dra.yaml"
+    scenario.write_text(
+        """
+fleet: "h100-80gb:3g.40gb,h100-80gb"
+steps:
+  - at: 1
+    claim: {gpu: 0, profile: 2g.20gb, pod: trainer-0, claim: trainer-gpu, namespace: team-c}
+  - at: 1
+    claim: {gpu: 1, pod: infer-0, claim: whole-gpu, namespace: team-c}
+  - at: 4
+    release: {claim: trainer-gpu, namespace: team-c}
+""",
+        encoding="utf-8",
+    )
+    service = start_exporter(workdir, str(scenario), "--pod-refresh", "200ms")
+    try:
+        made = wait_for(
+            lambda: [s for s in scraped(service, INFO) if s["profile"] == "2g.20gb"],
+            what="the claimed MIG device",
+        )
+        assert [(s["pod"], s["namespace"], s["claim"]) for s in made] == [
+            ("trainer-0", "team-c", "team-c/trainer-gpu")
+        ]
+        assert service.post("/api/sim/xid", {"gpu": 1, "xid": 48}).status == 200
+        xid = wait_for(
+            lambda: [s for s in scraped(service, catalog.XID_ERRORS.name) if s["gpu"] == "1"],
+            what="the whole GPU's XID",
+        )
+        assert [s["pod"] for s in xid] == ["infer-0"]
+        wait_for(
+            lambda: not [s for s in scraped(service, INFO) if s["profile"] == "2g.20gb"],
+            what="the released device gone",
+        )
+        assert 'pod="trainer-0"' not in service.get("/metrics").body.decode()
+    finally:
+        service.stop()
+    assert "simulated kubelet" in service.log_path.read_text()

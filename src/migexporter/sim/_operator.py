@@ -70,3 +70,13 @@ def create_layout(
         )
         for ci in spec.compute_instances:
             nv.nvmlGpuInstanceCreateComputeInstance(gpu_instance, ci.id)
+
+
+def destroy_gpu_instance(nv: FakeNvml, gpu: int, gi_id: int) -> None:
+    """Destroy one GPU instance of GPU ``gpu`` and its compute instances."""
+    device = nv.nvmlDeviceGetHandleByIndex(gpu)
+    for gpu_instance in _gpu_instances(nv, device):
+        if nv.nvmlGpuInstanceGetInfo(gpu_instance).id == gi_id:
+            for compute_instance in _compute_instances(nv, gpu_instance):
+                nv.nvmlComputeInstanceDestroy(compute_instance)
+            nv.nvmlGpuInstanceDestroy(gpu_instance)

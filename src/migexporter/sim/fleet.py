@@ -378,9 +378,7 @@ class Fleet:
         """
         with self._verbs:
             with self.lock:
-                sim = self._gpu(gpu)
-                if sim.state is not GpuState.OK:
-                    raise SimError(f"GPU {gpu} is {sim.state.value}; recover it first")
+                sim = self._healthy(gpu)
                 layout = parse_layout(sim.model, list(profiles))
                 check_fits(sim.model, layout, gpu)
                 if not sim.mig_enabled:
@@ -390,6 +388,49 @@ class Fleet:
             self._apply(sim, GpuSpec(sim.model, mig_enabled=True, layout=tuple(layout)))
             return self._describe_gpu(sim)
 
+    def _healthy(self, gpu: int) -> SimGpu:
+        """GPU ``gpu`` for an operator's action; SimError unless it is OK."""
+        sim = self._gpu(gpu)
+        if sim.state is not GpuState.OK:
+            raise SimError(f"GPU {gpu} is {sim.state.value}; recover it first")
+        return sim
+
+    def add_instance(self, gpu: int, profile: str) -> dict[str, Any]:
+        """Create one GPU instance of ``profile`` beside the others, as the DRA driver does.
+
+        It gets one compute instance spanning it, at the first free placement. Returns the
+        new instance as ``describe`` lists it; SimError when it does not fit.
+        """
+        with self._verbs:
+            with self.lock:
+                sim = self._healthy(gpu)
+                if not sim.mig_enabled:
+                    raise SimError(f"GPU {gpu} is not in MIG mode")
+                [spec] = parse_layout(sim.model, [profile])
+                existing = [(gi.profile, gi.placement) for gi in sim.gpu_instances.values()]
+                free = _placement.candidates(sim.model, existing, spec.profile)
+                if not free:
+                    raise SimError(f"no free placement for {profile} on GPU {gpu}")
+                before = set(sim.gpu_instances)
+            try:
+                _operator.create_layout(self._operator_session(), gpu, [spec], [free[0]])
+            except pynvml.NVMLError as error:
+                reason = _REASONS.get(error.value, f"NVML error {error.value}")
+                raise SimError(f"creating {profile} on GPU {gpu} failed: {reason}") from None
+            with self.lock:
+                [gi_id] = set(sim.gpu_instances) - before
+                gpu_info = self._describe_gpu(sim)
+            return next(gi for gi in gpu_info["gpu_instances"] if gi["id"] == gi_id)
+
+    def remove_instance(self, gpu: int, gi_id: int) -> None:
+        """Destroy one GPU instance and its compute instances (a DRA claim released)."""
+        with self._verbs:
+            try:
+                _operator.destroy_gpu_instance(self._operator_session(), gpu, gi_id)
+            except pynvml.NVMLError as error:
+                reason = _REASONS.get(error.value, f"NVML error {error.value}")
+                raise SimError(f"destroying GPU instance {gi_id} on GPU {gpu}: {reason}") from None
+
     def disable_mig(self, gpu: int) -> dict[str, Any]:
         """Destroy every instance of GPU ``gpu``, then turn MIG mode off (``nvidia-smi -mig 0``).
 
@@ -397,9 +438,7 @@ class Fleet:
         """
         with self._verbs:
             with self.lock:
-                sim = self._gpu(gpu)
-                if sim.state is not GpuState.OK:
-                    raise SimError(f"GPU {gpu} is {sim.state.value}; recover it first")
+                sim = self._healthy(gpu)
                 if not sim.mig_enabled:
                     return self._describe_gpu(sim)
             self._apply(sim, GpuSpec(sim.model, mig_enabled=True, layout=()))

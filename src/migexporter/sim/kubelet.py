@@ -8,18 +8,23 @@ given to ``set_pods``: device-plugin devices and DRA claims (``pod_resources``, 
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from migexporter import dra
 from migexporter.kubelet import podresources_pb2 as api
+from migexporter.sim.profiles import SimError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from migexporter.sim.fleet import Fleet
 
 SERVICE = "v1.PodResourcesLister"
 GATE_LIMIT_S = 30.0  # a held call never outlives a test run
@@ -145,3 +150,91 @@ class FakeKubelet:
             f"pod {request.pod_name} in namespace {request.pod_namespace} not found",
         )
         raise AssertionError  # abort raises
+
+
+def dra_mig_name(minor: int, profile: str, profile_id: int, placement_start: int) -> str:
+    """The name NVIDIA's DRA driver (v25.12 on) gives a MIG device (mig.go ToCanonicalName).
+
+    The profile is lower-cased, its dots removed, other characters but ``[a-z0-9-]`` made
+    ``-``. Written here from the driver, apart from the exporter's parser, so each checks the other.
+    """
+    text = re.sub(r"[^a-z0-9-]", "-", profile.replace(".", "").lower()).strip("-")
+    return f"gpu-{minor}-mig-{text}-{profile_id}-{placement_start}"
+
+
+@dataclass(frozen=True)
+class _Allocation:
+    namespace: str
+    pod: str
+    container: str
+    claim: str
+    device: str
+    gpu: int
+    gpu_instance_id: int | None  # the instance made for the claim, destroyed with it
+
+
+class DraNode:
+    """NVIDIA's DRA driver and the kubelet on one simulated node, for scenarios.
+
+    ``claim`` does what preparing a claim does: with a profile, create that MIG device (one GPU
+    instance with one compute instance spanning it, the driver's DynamicMIG) and give it to the
+    pod; without, give the whole GPU. ``release`` undoes it. The kubelet then lists the pod's
+    claim by device name, in pool ``node``.
+    """
+
+    def __init__(self, fleet: Fleet, kubelet: FakeKubelet, node: str) -> None:
+        self._fleet = fleet
+        self.kubelet = kubelet
+        self._node = node
+        self._allocations: dict[tuple[str, str], _Allocation] = {}
+        self._lock = threading.Lock()
+
+    def claim(  # noqa: PLR0913  (a claim's parts, as a scenario step names them)
+        self,
+        gpu: int,
+        pod: str,
+        claim: str,
+        *,
+        profile: str | None = None,
+        namespace: str = "default",
+        container: str = "main",
+    ) -> dict[str, Any]:
+        """Allocate a MIG device of ``profile`` (created now) or GPU ``gpu`` whole to a pod."""
+        if (namespace, claim) in self._allocations:
+            raise SimError(f"claim {namespace}/{claim} is already allocated")
+        minor = self._fleet.gpus[gpu].minor_number
+        gi_id = None
+        if profile is None:
+            device = f"gpu-{minor}"
+        else:
+            made = self._fleet.add_instance(gpu, profile)
+            gi_id = made["id"]
+            device = dra_mig_name(minor, profile, made["profile_id"], made["placement"]["start"])
+        with self._lock:
+            self._allocations[(namespace, claim)] = _Allocation(
+                namespace, pod, container, claim, device, gpu, gi_id
+            )
+            self._publish()
+        return {"claim": f"{namespace}/{claim}", "device": device, "pod": f"{namespace}/{pod}"}
+
+    def release(self, claim: str, *, namespace: str = "default") -> dict[str, Any]:
+        """Take the claim's device back from its pod, destroying a MIG device made for it."""
+        with self._lock:
+            gone = self._allocations.pop((namespace, claim), None)
+            if gone is None:
+                raise SimError(f"claim {namespace}/{claim} is not allocated")
+            self._publish()
+        if gone.gpu_instance_id is not None:
+            self._fleet.remove_instance(gone.gpu, gone.gpu_instance_id)
+        return {"claim": f"{namespace}/{claim}", "device": gone.device}
+
+    def _publish(self) -> None:
+        pods: dict[tuple[str, str], dict[str, list[api.DynamicResource]]] = {}
+        for each in self._allocations.values():
+            containers = pods.setdefault((each.namespace, each.pod), {})
+            containers.setdefault(each.container, []).append(
+                claim(each.namespace, each.claim, [each.device], pool=self._node)
+            )
+        self.kubelet.set_pods(
+            [pod_resources(ns, name, {}, claims=held) for (ns, name), held in pods.items()]
+        )

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from migexporter.sim._spec import GpuSpec
+    from migexporter.sim.kubelet import DraNode
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,19 @@ _VERBS: dict[str, dict[str, bool]] = {  # verb -> argument -> required
     "fault": {"gpu": True, "kind": True},
     "ecc": {"gpu": True, "uncorrected": False, "count": False},
     "recovery": {"gpu": True, "action": True},
+    # NVIDIA's DRA driver on the node (sim.kubelet.DraNode): allocate a claim's device to a pod
+    # (a MIG device of ``profile``, created for it, else the whole GPU), and release it.
+    "claim": {
+        "gpu": True,
+        "pod": True,
+        "claim": True,
+        "profile": False,
+        "namespace": False,
+        "container": False,
+    },
+    "release": {"claim": True, "namespace": False},
 }
+DRA_VERBS = ("claim", "release")
 _INTEGERS = {  # verb -> its arguments that must be integers
     "xid": ("xid", "gpu_instance_id", "compute_instance_id", "count"),
     "ecc": ("count",),
@@ -48,7 +61,7 @@ class Step:
     """One operator action at ``at`` seconds after the start, repeated ``every`` seconds."""
 
     at: float
-    verb: str  # "xid", "mig", "fault", "ecc" or "recovery"
+    verb: str  # one of _VERBS: "xid", "mig", "fault", "ecc", "recovery", "claim", "release"
     args: Mapping[str, Any]
     every: float | None = None
 
@@ -60,6 +73,11 @@ class Scenario:
     fleet: str = "default"
     seed: int = 0
     steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def uses_dra(self) -> bool:
+        """Whether a step allocates or releases a DRA claim (the node then has a kubelet)."""
+        return any(step.verb in DRA_VERBS for step in self.steps)
 
     def build_fleet(self, *, clock: Callable[[], float] = time.monotonic) -> Fleet:
         """The fleet the scenario starts from."""
@@ -103,12 +121,27 @@ def _check_events(where: str, verb: str, args: Mapping[str, Any]) -> None:
             raise SimError(f"{where}.action: {error}") from None
 
 
+def _check_names(where: str, args: Mapping[str, Any]) -> None:
+    """The pod, claim, namespace and container of the DRA verbs: non-empty strings."""
+    for key in ("pod", "claim", "namespace", "container"):
+        if key in args and (not isinstance(args[key], str) or not args[key]):
+            raise SimError(f"{where}.{key}: expected a name, got {args[key]!r}")
+
+
 def _check_args(where: str, verb: str, args: Mapping[str, Any], gpus: list[GpuSpec]) -> None:
+    _check_names(where, args)
+    if verb == "release":
+        return
     gpu = args["gpu"]
     if not _is_int(gpu) or not 0 <= gpu < len(gpus):
         raise SimError(f"{where}.gpu: {gpu!r} is not a GPU index of the fleet (0-{len(gpus) - 1})")
     if verb in ("xid", "ecc", "recovery"):
         _check_events(where, verb, args)
+    elif verb == "claim":
+        if "profile" in args:
+            if not isinstance(args["profile"], str):
+                raise SimError(f"{where}.profile: expected a profile name")
+            parse_layout(gpus[gpu].model, [args["profile"]])
     elif verb == "mig":
         profiles = args["profiles"]
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
@@ -181,9 +214,14 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(data, str(path))
 
 
-def perform(fleet: Fleet, step: Step) -> dict[str, Any]:
-    """Do one step to the fleet (blocking); SimError when the fleet refuses it."""
+def perform(fleet: Fleet, step: Step, dra: DraNode | None = None) -> dict[str, Any]:
+    """Do one step to the fleet (blocking); SimError when the fleet refuses it.
+
+    The DRA verbs need the node's ``dra`` driver and kubelet.
+    """
     args = step.args
+    if step.verb in DRA_VERBS:
+        return _perform_dra(dra, step)
     if step.verb == "xid":
         return fleet.inject_xid(**args)
     if step.verb == "mig":
@@ -195,10 +233,21 @@ def perform(fleet: Fleet, step: Step) -> dict[str, Any]:
     return fleet.fault(args["gpu"], args["kind"])
 
 
+def _perform_dra(dra: DraNode | None, step: Step) -> dict[str, Any]:
+    if dra is None:
+        raise SimError(f"{step.verb} needs the simulated node's kubelet")
+    args = step.args
+    names = {k: v for k, v in args.items() if k in ("namespace", "container", "profile")}
+    if step.verb == "claim":
+        return dra.claim(args["gpu"], args["pod"], args["claim"], **names)
+    return dra.release(args["claim"], **names)
+
+
 async def run_scenario(
     scenario: Scenario,
     fleet: Fleet,
     *,
+    dra: DraNode | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> None:
@@ -213,7 +262,7 @@ async def run_scenario(
         due, order, step = heapq.heappop(queue)
         await sleep(max(0.0, start + due - clock()))
         try:
-            result = await asyncio.to_thread(perform, fleet, step)
+            result = await asyncio.to_thread(perform, fleet, step, dra)
         except SimError as error:
             log.warning("scenario step %s at %.1fs failed: %s", step.verb, due, error)
         else:
