@@ -54,6 +54,18 @@ def test_a_claim_with_a_profile_creates_the_mig_device_and_release_destroys_it(n
     assert [gi["profile"] for gi in fleet.describe()["gpus"][0]["gpu_instances"]] == ["3g.40gb"]
 
 
+def test_a_claim_of_an_existing_instance_is_static_mig_and_release_keeps_it(node):
+    [static] = node._fleet.describe()["gpus"][0]["gpu_instances"]
+    device = node.claim(0, "serve-0", "static", gpu_instance_id=static["id"])["device"]
+    assert dra.parse(device) == dra.MigDevice(
+        0, "3g40gb", static["profile_id"], static["placement"]["start"]
+    )
+    node.release("static")
+    assert node._fleet.describe()["gpus"][0]["gpu_instances"] == [static]
+    with pytest.raises(SimError, match="no GPU instance 9"):
+        node.claim(0, "serve-0", "static", gpu_instance_id=9)
+
+
 def test_a_claim_without_a_profile_gives_the_whole_gpu_by_minor_number(node):
     node._fleet.gpus[1].minor = 5  # /dev/nvidia5: not the index
     assert node.claim(1, "infer-0", "whole")["device"] == "gpu-5"
@@ -91,6 +103,11 @@ def test_scenario_claim_and_release_steps_are_checked():
         ({"gpu": 0, "pod": "p", "claim": "c", "profile": "5g.1gb"}, "5g.1gb"),
         ({"gpu": 0, "pod": "", "claim": "c"}, "expected a name"),
         ({"gpu": 3, "pod": "p", "claim": "c"}, "not a GPU index"),
+        ({"gpu": 0, "pod": "p", "claim": "c", "gpu_instance_id": "1"}, "expected an integer"),
+        (
+            {"gpu": 0, "pod": "p", "claim": "c", "gpu_instance_id": 1, "profile": "1g.10gb"},
+            "not both",
+        ),
     ]
     for args, message in bad:
         with pytest.raises(SimError, match=message):

@@ -187,6 +187,8 @@ steps:
     claim: {gpu: 0, profile: 2g.20gb, pod: trainer-0, claim: trainer-gpu, namespace: team-c}
   - at: 1
     claim: {gpu: 1, pod: infer-0, claim: whole-gpu, namespace: team-c}
+  - at: 1
+    claim: {gpu: 0, gpu_instance_id: 1, pod: static-0, claim: static-gpu, namespace: team-c}
   - at: 4
     release: {claim: trainer-gpu, namespace: team-c}
 """,
@@ -201,6 +203,11 @@ steps:
         assert [(s["pod"], s["namespace"], s["claim"]) for s in made] == [
             ("trainer-0", "team-c", "team-c/trainer-gpu")
         ]
+        static = wait_for(
+            lambda: [s for s in scraped(service, INFO) if s.get("pod") == "static-0"],
+            what="the statically claimed instance",
+        )
+        assert [(s["profile"], s["claim"]) for s in static] == [("3g.40gb", "team-c/static-gpu")]
         assert service.post("/api/sim/xid", {"gpu": 1, "xid": 48}).status == 200
         xid = wait_for(
             lambda: [s for s in scraped(service, catalog.XID_ERRORS.name) if s["gpu"] == "1"],

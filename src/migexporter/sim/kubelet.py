@@ -170,7 +170,7 @@ class _Allocation:
     claim: str
     device: str
     gpu: int
-    gpu_instance_id: int | None  # the instance made for the claim, destroyed with it
+    made_id: int | None  # the GPU instance made for the claim, destroyed with it
 
 
 class DraNode:
@@ -178,8 +178,9 @@ class DraNode:
 
     ``claim`` does what preparing a claim does: with a profile, create that MIG device (one GPU
     instance with one compute instance spanning it, the driver's DynamicMIG) and give it to the
-    pod; without, give the whole GPU. ``release`` undoes it. The kubelet then lists the pod's
-    claim by device name, in pool ``node``.
+    pod; with a GPU instance id, give that existing instance (static MIG); with neither, give
+    the whole GPU. ``release`` undoes it, destroying only a MIG device made for the claim. The
+    kubelet then lists the pod's claim by device name, in pool ``node``.
     """
 
     def __init__(self, fleet: Fleet, kubelet: FakeKubelet, node: str) -> None:
@@ -196,26 +197,45 @@ class DraNode:
         claim: str,
         *,
         profile: str | None = None,
+        gpu_instance_id: int | None = None,
         namespace: str = "default",
         container: str = "main",
     ) -> dict[str, Any]:
-        """Allocate a MIG device of ``profile`` (created now) or GPU ``gpu`` whole to a pod."""
+        """Allocate a device of GPU ``gpu`` to a pod.
+
+        That is a MIG device of ``profile`` (created now), an existing GPU instance (static
+        MIG), or the whole GPU.
+        """
         if (namespace, claim) in self._allocations:
             raise SimError(f"claim {namespace}/{claim} is already allocated")
+        if profile is not None and gpu_instance_id is not None:
+            raise SimError("give a profile (a MIG device made for the claim) or a GPU instance")
         minor = self._fleet.gpus[gpu].minor_number
-        gi_id = None
-        if profile is None:
+        made_id = None
+        if profile is None and gpu_instance_id is None:
             device = f"gpu-{minor}"
         else:
-            made = self._fleet.add_instance(gpu, profile)
-            gi_id = made["id"]
-            device = dra_mig_name(minor, profile, made["profile_id"], made["placement"]["start"])
+            if profile is not None:
+                gi = self._fleet.add_instance(gpu, profile)
+                made_id = gi["id"]
+            else:
+                gi = self._instance(gpu, gpu_instance_id)
+            start = gi["placement"]["start"]
+            device = dra_mig_name(minor, gi["profile"], gi["profile_id"], start)
         with self._lock:
             self._allocations[(namespace, claim)] = _Allocation(
-                namespace, pod, container, claim, device, gpu, gi_id
+                namespace, pod, container, claim, device, gpu, made_id
             )
             self._publish()
         return {"claim": f"{namespace}/{claim}", "device": device, "pod": f"{namespace}/{pod}"}
+
+    def _instance(self, gpu: int, gi_id: int | None) -> dict[str, Any]:
+        """An existing GPU instance as ``describe`` lists it; SimError when there is none."""
+        listed = self._fleet.describe()["gpus"][gpu]["gpu_instances"]
+        found = next((gi for gi in listed if gi["id"] == gi_id), None)
+        if found is None:
+            raise SimError(f"GPU {gpu} has no GPU instance {gi_id}")
+        return dict(found)
 
     def release(self, claim: str, *, namespace: str = "default") -> dict[str, Any]:
         """Take the claim's device back from its pod, destroying a MIG device made for it."""
@@ -224,8 +244,8 @@ class DraNode:
             if gone is None:
                 raise SimError(f"claim {namespace}/{claim} is not allocated")
             self._publish()
-        if gone.gpu_instance_id is not None:
-            self._fleet.remove_instance(gone.gpu, gone.gpu_instance_id)
+        if gone.made_id is not None:
+            self._fleet.remove_instance(gone.gpu, gone.made_id)
         return {"claim": f"{namespace}/{claim}", "device": gone.device}
 
     def _publish(self) -> None:

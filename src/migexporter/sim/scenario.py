@@ -44,6 +44,7 @@ _VERBS: dict[str, dict[str, bool]] = {  # verb -> argument -> required
         "pod": True,
         "claim": True,
         "profile": False,
+        "gpu_instance_id": False,
         "namespace": False,
         "container": False,
     },
@@ -53,6 +54,7 @@ DRA_VERBS = ("claim", "release")
 _INTEGERS = {  # verb -> its arguments that must be integers
     "xid": ("xid", "gpu_instance_id", "compute_instance_id", "count"),
     "ecc": ("count",),
+    "claim": ("gpu_instance_id",),
 }
 
 
@@ -128,6 +130,17 @@ def _check_names(where: str, args: Mapping[str, Any]) -> None:
             raise SimError(f"{where}.{key}: expected a name, got {args[key]!r}")
 
 
+def _check_claim(where: str, args: Mapping[str, Any], gpu: GpuSpec) -> None:
+    """A claim's device: a profile to make, an existing GPU instance, or neither (whole)."""
+    _check_events(where, "claim", args)  # gpu_instance_id, an integer
+    if "profile" in args and "gpu_instance_id" in args:
+        raise SimError(f"{where}: give profile or gpu_instance_id, not both")
+    if "profile" in args:
+        if not isinstance(args["profile"], str):
+            raise SimError(f"{where}.profile: expected a profile name")
+        parse_layout(gpu.model, [args["profile"]])
+
+
 def _check_args(where: str, verb: str, args: Mapping[str, Any], gpus: list[GpuSpec]) -> None:
     _check_names(where, args)
     if verb == "release":
@@ -138,10 +151,7 @@ def _check_args(where: str, verb: str, args: Mapping[str, Any], gpus: list[GpuSp
     if verb in ("xid", "ecc", "recovery"):
         _check_events(where, verb, args)
     elif verb == "claim":
-        if "profile" in args:
-            if not isinstance(args["profile"], str):
-                raise SimError(f"{where}.profile: expected a profile name")
-            parse_layout(gpus[gpu].model, [args["profile"]])
+        _check_claim(where, args, gpus[gpu])
     elif verb == "mig":
         profiles = args["profiles"]
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
@@ -237,7 +247,8 @@ def _perform_dra(dra: DraNode | None, step: Step) -> dict[str, Any]:
     if dra is None:
         raise SimError(f"{step.verb} needs the simulated node's kubelet")
     args = step.args
-    names = {k: v for k, v in args.items() if k in ("namespace", "container", "profile")}
+    keys = ("namespace", "container", "profile", "gpu_instance_id")
+    names = {k: v for k, v in args.items() if k in keys}
     if step.verb == "claim":
         return dra.claim(args["gpu"], args["pod"], args["claim"], **names)
     return dra.release(args["claim"], **names)
