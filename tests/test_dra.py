@@ -1,4 +1,8 @@
-"""NVIDIA's DRA device names: parsed into what they point at, and made from the topology."""
+"""NVIDIA's DRA device names: parsed into what they point at, and matched to the topology.
+
+Names are written by the simulated DRA driver (``sim.kubelet.dra_mig_name``), which follows the
+driver's own code apart from the exporter's parser.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import pytest
 
 from migexporter import dra
 from migexporter.dra import MigDevice, PassthroughGpu, WholeGpu
+from migexporter.pods import Owner, PodMap
+from migexporter.sim.kubelet import dra_mig_name
 from migexporter.topology import ComputeInstance, Gpu, GpuInstance, Placement
 
 START_3 = Placement(3, 1)
@@ -79,14 +85,13 @@ def test_names_the_driver_does_not_write_are_refused_with_the_reason(name, reaso
     ],
 )
 def test_profiles_are_written_as_the_driver_writes_them(profile, written):
-    assert dra.profile_in_name(profile) == written
+    assert dra_mig_name(0, profile, 1, 0) == f"gpu-0-mig-{written}-1-0"
 
 
 def test_canonical_names_come_from_minor_profile_id_and_placement_start():
     """The minor number, not the NVML index; the GI profile id; the placement's start only."""
     gi = _gi("1g.10gb+me", 20, Placement(6, 1))
-    assert dra.gpu_name(GPU) == "gpu-5"
-    assert dra.instance_name(GPU, gi) == "gpu-5-mig-1g10gb-me-20-6"
+    assert dra_mig_name(5, gi.profile, 20, 6) == "gpu-5-mig-1g10gb-me-20-6"
     assert dra.instance_key(GPU, gi) == (5, 20, 6)
 
 
@@ -98,14 +103,14 @@ def test_canonical_names_come_from_minor_profile_id_and_placement_start():
         (GPU, _gi(placement=None)),
     ],
 )
-def test_unknown_parts_give_no_instance_name(gpu, gi):
-    assert dra.instance_name(gpu, gi) is None
+def test_unknown_parts_give_no_instance_key(gpu, gi):
     assert dra.instance_key(gpu, gi) is None
 
 
-def test_an_unknown_minor_gives_no_gpu_name():
-    assert dra.gpu_name(Gpu(0, "GPU-0", "H100")) is None
-    assert dra.gpu_name(Gpu(0, "GPU-0", "H100", minor_number=0)) == "gpu-0"
+def test_an_unknown_minor_matches_no_whole_gpu_name():
+    held = PodMap({"gpu-0": frozenset({Owner("ns", "p", "c")})}, {"gpu-0": WholeGpu(0)})
+    assert held.labels(Gpu(0, "GPU-0", "H100")) == ("", "", "")
+    assert held.labels(Gpu(0, "GPU-0", "H100", minor_number=0)) == ("ns", "p", "c")
 
 
 @pytest.mark.parametrize(
@@ -113,15 +118,12 @@ def test_an_unknown_minor_gives_no_gpu_name():
 )
 def test_names_round_trip(profile):
     gi = _gi(profile, 14, Placement(4, 2))
-    name = dra.instance_name(GPU, gi)
-    assert name is not None
+    name = dra_mig_name(5, profile, 14, 4)
     parsed = dra.parse(name)
     assert isinstance(parsed, MigDevice)
     assert parsed.key == dra.instance_key(GPU, gi)
-    assert parsed.profile == dra.profile_in_name(profile)
-    gpu_name = dra.gpu_name(GPU)
-    assert gpu_name is not None
-    assert dra.parse(gpu_name) == WholeGpu(5)
+    assert f"-mig-{parsed.profile}-" in name
+    assert dra.parse(f"gpu-{GPU.minor_number}") == WholeGpu(5)
 
 
 @pytest.mark.parametrize(
@@ -129,13 +131,13 @@ def test_names_round_trip(profile):
 )
 def test_parsed_names_are_written_back_unchanged(name):
     device = dra.parse(name)
-    gpu = Gpu(0, "GPU-0", "H100", minor_number=getattr(device, "minor", None))
     if isinstance(device, MigDevice):
         assert device.profile is not None
-        gi = _gi(device.profile, device.profile_id, Placement(device.placement_start, 1))
-        gpu = Gpu(0, "GPU-0", "H100", minor_number=device.parent_minor)
-        assert dra.instance_name(gpu, gi) == name
+        written = dra_mig_name(
+            device.parent_minor, device.profile, device.profile_id, device.placement_start
+        )
+        assert written == name
     elif isinstance(device, WholeGpu):
-        assert dra.gpu_name(gpu) == name
+        assert f"gpu-{device.minor}" == name
     else:
         assert device == PassthroughGpu(1)  # never an NVML GPU: nothing to write back

@@ -104,11 +104,9 @@ class GpuView:
     name: str
     uuid: str
     state: str  # ok, lost, hung, failing, unknown
-    word: str
     reason: str
     since: str
     mig_enabled: bool
-    columns: int
     cells: tuple[Cell, ...]
     placed: bool  # False: placements unknown, the strip counts compute slices
     instances: tuple[InstanceView, ...]
@@ -116,6 +114,16 @@ class GpuView:
     attention: str  # "page" or "ticket" when a fact or badge of the GPU says so, else ""
     activity: float | None
     badge: Badge | None
+
+    @property
+    def columns(self) -> int:
+        """How many slices the strip draws: its blocks' spans together."""
+        return sum(cell.span for cell in self.cells)
+
+    @property
+    def word(self) -> str:
+        """The state as the page spells it: OK, LOST, HUNG, FAILING, UNKNOWN."""
+        return self.state.upper()
 
 
 @dataclass(frozen=True)
@@ -196,14 +204,14 @@ def _gpu_view(  # noqa: PLR0913  (one GPU's parts, keyword-only)
     badges: Mapping[_Where, Badge],
 ) -> GpuView:
     if backend_down:
-        state, word, reason, since = "unknown", "UNKNOWN", "the backend is down", ""
+        state, reason, since = "unknown", "the backend is down", ""
     elif trouble is not None:
-        state, word, reason = trouble.state, trouble.state.upper(), trouble.reason
+        state, reason = trouble.state, trouble.reason
         since = _clock(trouble.since)
     elif sample is None:
-        state, word, reason, since = "unknown", "UNKNOWN", "no sample yet", ""
+        state, reason, since = "unknown", "no sample yet", ""
     else:
-        state, word, reason, since = "ok", "OK", "", ""
+        state, reason, since = "ok", "", ""
     instances = tuple(
         _instance_view(gi, sample, snapshot, badges.get((gpu.uuid, gi.id)), gpu)
         for gi in sorted(gpu.gpu_instances, key=_placement_order)
@@ -219,11 +227,9 @@ def _gpu_view(  # noqa: PLR0913  (one GPU's parts, keyword-only)
         name=gpu.name,
         uuid=gpu.uuid,
         state=state,
-        word=word,
         reason=reason,
         since=since,
         mig_enabled=gpu.mig_enabled,
-        columns=_columns(gpu),
         cells=_strip(gpu, instances),
         placed=_placed(gpu),
         instances=instances,
@@ -259,22 +265,19 @@ def _strip(gpu: Gpu, instances: tuple[InstanceView, ...]) -> tuple[Cell, ...]:
     """
     if not gpu.mig_enabled:
         return ()
-    columns = _columns(gpu)
     by_id = {view.id: view for view in instances}
-    if not _placed(gpu):
-        cells, column = [], 0
+    taken: dict[int, Cell] = {}  # first column (from 0) -> the instance's block
+    if _placed(gpu):
+        for gi in gpu.gpu_instances:
+            assert gi.placement is not None  # _placed
+            taken[gi.placement.start] = Cell(gi.placement.start + 1, gi.placement.size,
+                                             by_id[gi.id])  # fmt: skip
+    else:
+        column = 0
         for gi in sorted(gpu.gpu_instances, key=lambda gi: gi.id):
-            cells.append(Cell(column + 1, max(gi.slices, 1), by_id[gi.id]))
+            taken[column] = Cell(column + 1, max(gi.slices, 1), by_id[gi.id])
             column += max(gi.slices, 1)
-        if column < columns:
-            cells.append(Cell(column + 1, columns - column))
-        return tuple(cells)
-    taken = {
-        gi.placement.start: Cell(gi.placement.start + 1, gi.placement.size, by_id[gi.id])
-        for gi in gpu.gpu_instances
-        if gi.placement is not None
-    }
-    cells, column = [], 0
+    cells, column, columns = [], 0, _columns(gpu)
     while column < columns:
         if column in taken:
             cells.append(taken[column])

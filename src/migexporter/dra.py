@@ -1,4 +1,8 @@
-"""NVIDIA's DRA device names: what each name points at, and the name of each GPU and instance."""
+"""NVIDIA's DRA device names: what each name points at, and the key a GPU instance matches by.
+
+The exporter only reads these names; the simulated DRA driver (``sim.kubelet``) writes them,
+on its own, so that each checks the other.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ PASSTHROUGH_PREFIX = "gpu-vfio-"
 _NUMBER = re.compile(r"0|[1-9][0-9]*")  # as Go's %d writes it: ASCII, no leading zeros
 # A MIG profile in a name: "<G>g<GB>gb" plus attributes, such as "-me", "-meall", "-gfx".
 _PROFILE = re.compile(r"[0-9]+g[0-9]+gb(?:-[a-z]+)*")
-_NOT_RFC1123 = re.compile(r"[^a-z0-9-]")
 
 InstanceKey = tuple[int, int, int]  # parent minor, GI profile id, placement start
 
@@ -91,31 +94,8 @@ def _number(text: str, what: str) -> int:
     return int(text)
 
 
-def profile_in_name(profile: str) -> str:
-    """A MIG profile as the driver writes it into a name: dots dropped, then RFC 1123."""
-    return _NOT_RFC1123.sub("-", profile.replace(".", "").lower()).strip("-")
-
-
-def gpu_name(gpu: Gpu) -> str | None:
-    """The name the driver gives this GPU; None when its minor number is unknown."""
-    return None if gpu.minor_number is None else f"{PREFIX}{gpu.minor_number}"
-
-
 def instance_key(gpu: Gpu, gi: GpuInstance) -> InstanceKey | None:
     """What a DRA MIG device name says of this GPU instance; None when any of it is unknown."""
     if gpu.minor_number is None or gi.profile_id is None or gi.placement is None:
         return None
     return (gpu.minor_number, gi.profile_id, gi.placement.start)
-
-
-def instance_name(gpu: Gpu, gi: GpuInstance) -> str | None:
-    """The name the driver gives this GPU instance; None when a part of it is unknown.
-
-    The profile text comes from NVML's profile name; the driver computes its own (go-nvlib),
-    which can differ in the memory size, so match names through ``instance_key``.
-    """
-    key = instance_key(gpu, gi)
-    if key is None:
-        return None
-    minor, profile_id, start = key
-    return f"{PREFIX}{minor}{MIG_SEPARATOR}{profile_in_name(gi.profile)}-{profile_id}-{start}"
