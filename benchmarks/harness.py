@@ -141,11 +141,24 @@ class Server:
         self.stop()
 
 
-def start(name: str, argv: list[str], port: int, log_path: Path, ready_path: str) -> Server:
-    """Start a child and return once ``ready_path`` answers 200 (bounded wait)."""
+def start(  # noqa: PLR0913 (the child's environment is the one keyword)
+    name: str,
+    argv: list[str],
+    port: int,
+    log_path: Path,
+    ready_path: str,
+    *,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Start a child (in ``env``, by default child_env()) and return once ``ready_path``
+    answers 200 (bounded wait)."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env()
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env() if env is None else env,
         )
     server = Server(name, process, f"http://{LOOPBACK}:{port}", log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S

@@ -69,16 +69,34 @@ def test_quick_run_prints_one_json_object_and_a_summary(name: str) -> None:
 
 
 @pytest.mark.skipif(
-    _nvidia_driver_present(), reason="an NVIDIA driver is present: xid_latency.py would measure it"
+    _nvidia_driver_present(), reason="an NVIDIA driver is present: these would measure it"
 )
-def test_xid_latency_without_a_driver_exits_2_with_one_line() -> None:
-    result = _run("xid_latency", "--quick")
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [("xid_latency", ("--quick",)), ("process_cpu", ("--seconds", "1")), ("fidelity", ())],
+)
+def test_gpu_benchmarks_without_a_driver_exit_2_with_one_line(
+    name: str, args: tuple[str, ...]
+) -> None:
+    result = _run(name, *args)
     assert result.returncode == CANNOT_RUN, result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("xid_latency: ")
+    assert lines[0].startswith(f"{name}: ")
     assert "Traceback" not in result.stderr
+
+
+def test_fidelity_against_the_simulator_finds_every_call_alike() -> None:
+    result = _run("fidelity", "--against-simulator")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = result.stdout.splitlines()
+    figures = json.loads(line)
+    assert figures["benchmark"] == "fidelity"
+    assert figures["alike"] == figures["calls"] > 0
+    assert result.stderr.splitlines() == [
+        f"fidelity: {figures['calls']} of {figures['calls']} calls behave alike"
+    ]
 
 
 def test_scrape_with_compat_judges_the_compat_run_against_the_same_baseline() -> None:

@@ -421,6 +421,14 @@ def test_creation_rules_of_the_driver(nv):
         nv.nvmlDeviceCreateGpuInstance(nv.nvmlDeviceGetHandleByIndex(2), 19)
 
 
+def test_a_placement_passed_by_value_is_refused_as_the_real_library_cannot_take_it(nv):
+    """pynvml passes the placement to C as is: by value, the real library crashes on it."""
+    device = nv.nvmlDeviceGetHandleByIndex(1)
+    by_value = pynvml.c_nvmlGpuInstancePlacement_t(0, 4)
+    with pytest.raises(TypeError, match="byref"):
+        nv.nvmlDeviceCreateGpuInstanceWithPlacement(device, 9, by_value)
+
+
 def test_memory_of_a_mig_device_is_its_gpu_instance_memory(nv):
     """MIG handles report the GI's memory; the parent reports the whole GPU."""
     mig = mig_handles(nv, 1)[0]

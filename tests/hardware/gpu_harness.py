@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -316,3 +317,66 @@ def fault_report(process: subprocess.Popen[str]) -> Fault:
         )
     report = json.loads(out)
     return Fault(float(report["time"]), int(report["error"]), int(report["pid"]))
+
+
+PROMETHEUS_ENV = "MIGEXPORTER_PROMETHEUS"  # a Prometheus binary carried to the GPU machine
+
+
+@dataclass
+class PrometheusServer:
+    """A real Prometheus scraping one target every second, on a free loopback port."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, workdir: Path, target: str) -> PrometheusServer:
+        """Start the binary named by $MIGEXPORTER_PROMETHEUS, or `prometheus` on PATH."""
+        binary = os.environ.get(PROMETHEUS_ENV) or shutil.which("prometheus")
+        if not binary:
+            pytest.fail(
+                f"no Prometheus: set {PROMETHEUS_ENV} to a prometheus binary or put one on PATH",
+                pytrace=False,
+            )
+        port = free_port()
+        config = {  # JSON is YAML
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [
+                {"job_name": "migexporter", "static_configs": [{"targets": [target]}]}
+            ],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(json.dumps(config), encoding="utf-8")
+        log_path = workdir / "prometheus.log"
+        argv = [
+            binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        server = cls(f"http://{LOOPBACK}:{port}", process, log_path)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not server._ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                pytest.fail(f"Prometheus not ready within {READY_TIMEOUT_S:g}s\n{_tail(log_path)}")
+            time.sleep(0.2)
+        return server
+
+    def _ready(self) -> bool:
+        try:
+            with _OPENER.open(self.url + "/-/ready", timeout=1.0) as reply:
+                return int(reply.status) == 200
+        except OSError:
+            return False
+
+    def log_tail(self) -> str:
+        """The end of Prometheus's output."""
+        return _tail(self.log_path)
+
+    def stop(self) -> None:
+        """Terminate Prometheus (SIGTERM, then SIGKILL)."""
+        _stop(self.process)

@@ -3,7 +3,9 @@
 Utilization, memory-copy, encoder and decoder utilization, memory temperature, PCIe replays and
 traffic, clock events, throttled time, frame buffer free and reserved, and the FP pipe ratios:
 each present for GPU 0, in range, and consistent with NVML read directly, idle and under a
-bf16 matmul load. Everything here only reads the GPU; the load runs in a child process.
+bf16 matmul load; utilization and tensor activity rise and fall with GR-engine activity; NVLink
+present where NVML reports links, absent where it does not. Everything here only reads the GPU;
+the load runs in a child process.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ RATIOS = (
     "nvidia_gpu_fp16_active_ratio",
 )
 REASONS = 9  # the bits of nvmlClocksEventReasonAll the exporter names
+IDLE_RATIO = 0.1
+TENSOR_BUSY = 0.2  # bf16 products run on the tensor pipes: well above this while GR is busy
+FALL_LIMIT_S = 5.0  # NVML utilization averages over up to 1 s, the exporter samples every 0.25 s
+FOLLOWERS = (
+    "nvidia_gpu_gr_engine_active_ratio",
+    "nvidia_gpu_utilization_ratio",
+    "nvidia_gpu_tensor_active_ratio",
+)
+NVLINK = (
+    "nvidia_gpu_nvlink_bytes_total",
+    "nvidia_gpu_nvlink_bytes_per_second",
+    "nvidia_gpu_nvlink_data_bytes_per_second",
+)
 TEMPERATURE_SLACK_C = 5  # the exporter's reading is up to one cycle older than NVML's own
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, other labels) -> value
 
@@ -130,3 +145,85 @@ def test_device_families_are_present_and_in_range(
     }
     figures["field_supported"] = supported
     assert all(supported[str(field)] == 1.0 for field in range(1001, 1011))
+
+
+def _followers(exporter: Exporter, gpu: Gpu) -> dict[str, float]:
+    series = _gpu_series(exporter, gpu)
+    return {name: series[(name, ())] for name in FOLLOWERS if (name, ()) in series}
+
+
+def test_utilization_and_tensor_activity_rise_and_fall_with_the_gr_engine(
+    exporter: Exporter, gpu0: Gpu, figures: dict[str, Any], tmp_path: Path
+) -> None:
+    """While GR-engine activity is above 0.8 under bf16 products, utilization is too and the
+    tensor pipes are busy; once the load stops, all three are below 0.1 within 5 s."""
+    timeline: list[tuple[float, dict[str, float]]] = []
+    figures["timeline"] = timeline
+    with Helper(
+        "matmul_load.py", ("--seconds", str(LOAD_S)), tmp_path / "load.log", gpu0.uuid
+    ) as load:
+        started = load.expect("started", HELPER_START_TIMEOUT_S)
+        while (stopped := load.said("stopped")) is None and time.monotonic() < started + 2 * LOAD_S:
+            timeline.append((round(time.monotonic() - started, 2), _followers(exporter, gpu0)))
+            time.sleep(POLL_S)
+        assert stopped is not None, f"the load did not stop within {2 * LOAD_S:g}s"
+        fallen_after = None
+        while time.monotonic() < stopped + 3 * FALL_LIMIT_S:
+            values = _followers(exporter, gpu0)
+            timeline.append((round(time.monotonic() - started, 2), values))
+            if len(values) == len(FOLLOWERS) and max(values.values()) < IDLE_RATIO:
+                fallen_after = round(time.monotonic() - stopped, 2)
+                break
+            time.sleep(POLL_S)
+    figures["seconds_to_fall_below_0_1"] = fallen_after
+    busy = [
+        v for _, v in timeline if v.get("nvidia_gpu_gr_engine_active_ratio", 0) > BUSY_UTILIZATION
+    ]
+    figures["busy_samples"] = len(busy)
+    assert busy, "GR-engine activity never passed 0.8 under the matmul load"
+    assert all(len(v) == len(FOLLOWERS) for v in busy), "a follower series is missing"
+    assert max(v["nvidia_gpu_utilization_ratio"] for v in busy) > BUSY_UTILIZATION
+    assert max(v["nvidia_gpu_tensor_active_ratio"] for v in busy) > TENSOR_BUSY
+    assert fallen_after is not None, f"{FOLLOWERS} not all below {IDLE_RATIO} after the load"
+    assert fallen_after <= FALL_LIMIT_S
+
+
+def test_nvlink_is_served_exactly_where_nvml_answers_it(
+    exporter: Exporter, nvml: ModuleType, gpu0: Gpu, figures: dict[str, Any]
+) -> None:
+    """The byte counters and the data rate are there when NVML's throughput fields answer for
+    all links, and absent (NOT_SUPPORTED) otherwise; GPM's NVLink rates are there, >= 0."""
+    all_links = 0xFFFFFFFF
+    fields = [
+        nvml.NVML_FI_DEV_NVLINK_LINK_COUNT,
+        (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, all_links),
+        (nvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, all_links),
+    ]
+    count, tx, rx = nvml.nvmlDeviceGetFieldValues(gpu0.handle, fields)
+    figures["nvml_returns"] = {
+        "link_count": count.nvmlReturn,
+        "tx": tx.nvmlReturn,
+        "rx": rx.nvmlReturn,
+    }
+    if count.nvmlReturn == nvml.NVML_SUCCESS:
+        figures["nvml_link_count"] = count.value.uiVal
+    answered = tx.nvmlReturn == rx.nvmlReturn == nvml.NVML_SUCCESS
+    first = _gpu_series(exporter, gpu0)
+    time.sleep(2.0)  # the data rate needs two reads: eight exporter cycles
+    later = _gpu_series(exporter, gpu0)
+    served = {
+        f"{name}{dict(extra)}": value for (name, extra), value in later.items() if name in NVLINK
+    }
+    figures["nvlink_series"] = served
+    for direction in ("tx", "rx"):
+        assert _one(later, "nvidia_gpu_nvlink_bytes_per_second", direction=direction) >= 0
+    counters = {name for (name, _extra) in later if name in NVLINK[0::2]}
+    if not answered:
+        assert counters == set()
+        return
+    assert counters == {NVLINK[0], NVLINK[2]}
+    for direction in ("tx", "rx"):
+        before = _one(first, NVLINK[0], direction=direction)
+        after = _one(later, NVLINK[0], direction=direction)
+        assert 0 <= before <= after
+    assert _one(later, NVLINK[2]) >= 0

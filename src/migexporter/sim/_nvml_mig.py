@@ -74,7 +74,17 @@ def _ci_profile_info(gi: SimGpuInstance, profile: CiProfile, version: int) -> An
 
 
 def _placement_arg(placement: Any) -> Placement:
-    """A placement passed as a struct, ``byref(struct)`` or ``pointer(struct)``."""
+    """A placement passed as ``byref(struct)`` or ``pointer(struct)``, as NVML takes it.
+
+    pynvml hands the argument to C unchanged, so a struct passed by value reaches NVML as a
+    bad pointer and crashes the real library (seen on an H200, driver 580.159.04): the fake
+    refuses it loudly instead of accepting what the real one cannot.
+    """
+    if isinstance(placement, pynvml.c_nvmlGpuInstancePlacement_t):
+        raise TypeError(
+            "placement must be ctypes.byref(c_nvmlGpuInstancePlacement_t): NVML takes a "
+            "pointer, and a struct passed by value crashes the real library"
+        )
     target = getattr(placement, "_obj", placement)
     target = getattr(target, "contents", target)
     if not isinstance(target, pynvml.c_nvmlGpuInstancePlacement_t):
