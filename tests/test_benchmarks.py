@@ -94,9 +94,11 @@ def test_fidelity_against_the_simulator_finds_every_call_alike() -> None:
     figures = json.loads(line)
     assert figures["benchmark"] == "fidelity"
     assert figures["alike"] == figures["calls"] > 0
-    assert result.stderr.splitlines() == [
-        f"fidelity: {figures['calls']} of {figures['calls']} calls behave alike"
-    ]
+    summary = (
+        f"fidelity: {figures['calls']} of {figures['calls']} calls behave alike, "
+        "0 differ by nature or deployment (explained), 0 differ otherwise"
+    )
+    assert result.stderr.splitlines() == [summary]
 
 
 def test_scrape_with_compat_judges_the_compat_run_against_the_same_baseline() -> None:

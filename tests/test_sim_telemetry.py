@@ -244,6 +244,36 @@ def test_violation_counters_grow_only_while_capped_or_overheated():
     assert violations()[1] == pytest.approx(12.5e9, abs=2)
 
 
+def test_time_below_base_clocks_grows_while_idle_or_overheated():
+    """An idle H200 gained 1 s below base clocks per second; so does the simulated one, and
+    an overheated one; a busy one at boost clocks gains nothing."""
+    nv, fleet, clock = open_nvml("h100-80gb")
+    device = nv.nvmlDeviceGetHandleByIndex(0)
+
+    def below_base() -> int:
+        policy = pynvml.NVML_PERF_POLICY_TOTAL_BASE_CLOCKS
+        return nv.nvmlDeviceGetViolationStatus(device, policy).violationTime
+
+    busy = idle = 0
+    for _ in range(1200):
+        before, idle_now = below_base(), nv.nvmlDeviceGetUtilizationRates(device).gpu == 0
+        clock.advance(0.5)
+        after_idle = nv.nvmlDeviceGetUtilizationRates(device).gpu == 0
+        grown = below_base() - before
+        if idle_now and after_idle:  # idle throughout (phases last 3 s or more)
+            assert grown == pytest.approx(0.5e9, abs=2)
+            idle += 1
+        elif not idle_now and not after_idle:
+            assert grown == 0
+            busy += 1
+    assert busy > 10
+    assert idle > 10
+    fleet.fault(0, "overheat")
+    start = below_base()
+    clock.advance(7.0)
+    assert below_base() - start == pytest.approx(7e9, abs=2)
+
+
 def test_violation_status_checks_its_policy(nv):
     """Other valid policies read 0; past NVML_PERF_POLICY_COUNT is invalid; MIG unsupported."""
     device = nv.nvmlDeviceGetHandleByIndex(2)
@@ -251,7 +281,7 @@ def test_violation_status_checks_its_policy(nv):
     status = nv.nvmlDeviceGetViolationStatus(device, pynvml.NVML_PERF_POLICY_POWER)
     assert isinstance(status, pynvml.c_nvmlViolationTime_t)
     assert before <= status.referenceTime <= time.time() * 1e6  # microseconds since 1970
-    for policy in (pynvml.NVML_PERF_POLICY_SYNC_BOOST, pynvml.NVML_PERF_POLICY_TOTAL_BASE_CLOCKS):
+    for policy in (pynvml.NVML_PERF_POLICY_SYNC_BOOST, pynvml.NVML_PERF_POLICY_TOTAL_APP_CLOCKS):
         assert nv.nvmlDeviceGetViolationStatus(device, policy).violationTime == 0
     for policy in (pynvml.NVML_PERF_POLICY_COUNT, 99):
         with pytest.raises(pynvml.NVMLError_InvalidArgument):

@@ -138,6 +138,7 @@ class SimGpu:
     energy_j: float = 0.0
     power_violation_s: float = 0.0
     thermal_violation_s: float = 0.0
+    below_base_clocks_s: float = 0.0  # idle or overheated; an idle H200 gains 1 s per second
     device: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)
 
     @property
@@ -180,6 +181,10 @@ class SimGpu:
             self.power_violation_s += elapsed
         if self.overheated:
             self.thermal_violation_s += elapsed
+        # The idle clock and the thermal cut are below base clocks; boost and a power-capped
+        # clock are taken to be above (an assumption: the model has no base clock).
+        if levels[GR] <= 0 or self.overheated:
+            self.below_base_clocks_s += elapsed
         if not self.mig_enabled:
             self.totals = add(self.totals, self.workload.advance(until))
             return

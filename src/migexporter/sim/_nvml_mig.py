@@ -49,6 +49,9 @@ def _gi_profile_info(profile: GiProfile, version: int) -> Any:
     info.memorySizeMB = profile.memory_mb
     if version == 2:
         info.name = f"MIG {profile.name}"
+        # pynvml's constructor sets the version; the driver's answer has it 0 again (an H200,
+        # driver 580.159.04: benchmarks/results/fidelity-h200.json).
+        info.version = 0
     return info
 
 

@@ -108,9 +108,50 @@ _FIELDS: dict[int, tuple[tuple[int, str], Callable[[SimGpu, int], int]]] = {
         _ULL,
         lambda gpu, _: int(gpu.thermal_violation_s * 1e9),
     ),
+    # ECC on, none pending: datacenter GPUs ship so, and the simulator has no ECC mode switch.
+    pynvml.NVML_FI_DEV_ECC_CURRENT: (_ULL, lambda _gpu, _: 1),
+    pynvml.NVML_FI_DEV_ECC_PENDING: (_ULL, lambda _gpu, _: 1),
     pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT: (_UINT, lambda gpu, _: _nvlinks(gpu)),
     pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX: (_ULL, _nvlink_kib(NVLINK_TX)),
     pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX: (_ULL, _nvlink_kib(NVLINK_RX)),
+}
+
+# latencyUsec of each field's entry as the H200 answered (benchmarks/results/fidelity-h200.json,
+# "observed"); the others answered 0 there.
+_LATENCY_US = {
+    pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: 293,
+    pynvml.NVML_FI_DEV_PERF_POLICY_POWER: 2,
+    pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL: 944,
+    pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: 9,
+    pynvml.NVML_FI_DEV_ECC_CURRENT: 1,
+    pynvml.NVML_FI_DEV_ECC_PENDING: 350,
+}
+# GPM metric names and units (c_metricInfo_t) as the H200 filled them in: short, long, unit.
+# Metrics not listed were not read there and keep NULL pointers.
+_GPM_INFO = {
+    metric: tuple(text.encode() for text in info)
+    for metric, info in {
+        pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: ("gract", "GRAPHICS_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_SM_UTIL: ("smutil", "SM_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: ("smocc", "SM_OCCUPANCY", "%"),
+        pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: ("mmaact", "ANY_TENSOR_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: ("dram", "DRAM_BW_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_FP64_UTIL: ("fp64", "FP64_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_FP32_UTIL: ("fp32", "FP32_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_FP16_UTIL: ("fp16", "FP16_UTIL", "%"),
+        pynvml.NVML_GPM_METRIC_PCIE_TX_PER_SEC: ("pcitx", "PCIE_TX_PER_SEC", "MiB/s"),
+        pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC: ("pcirx", "PCIE_RX_PER_SEC", "MiB/s"),
+        pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC: (
+            "nvlrx",
+            "NVLINK_TOTAL_RX_PER_SEC",
+            "MiB/s",
+        ),
+        pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: (
+            "nvltx",
+            "NVLINK_TOTAL_TX_PER_SEC",
+            "MiB/s",
+        ),
+    }.items()
 }
 
 
@@ -208,7 +249,9 @@ class TelemetryCalls(Session):
                 return gpu.model.mem_clock_mhz
             if type == pynvml.NVML_CLOCK_VIDEO:
                 return gpu.sm_clock_mhz() * 9 // 10
-            raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            # NVML_CLOCK_COUNT, COUNT + 1 and 99 all answered NOT_SUPPORTED on an H200 (driver
+            # 580.159.04: benchmarks/results/fidelity-h200.json), not INVALID_ARGUMENT.
+            raise fail(_NOT_SUPPORTED)
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
         """ECC error count; 0 unless the fleet injected some."""
@@ -307,7 +350,8 @@ class TelemetryCalls(Session):
         """``c_nvmlViolationTime_t``: now in us since 1970, and ns spent held back so far.
 
         POWER counts the time power-capped, THERMAL the time thermally slowed down (the
-        overheat fault); the other policies below NVML_PERF_POLICY_COUNT stay at 0.
+        overheat fault), TOTAL_BASE_CLOCKS the time below base clocks (idle or overheated);
+        the other policies below NVML_PERF_POLICY_COUNT stay at 0.
         """
         with self._call(device):
             gpu = self._gpu(device)
@@ -318,6 +362,7 @@ class TelemetryCalls(Session):
             seconds = {
                 pynvml.NVML_PERF_POLICY_POWER: gpu.power_violation_s,
                 pynvml.NVML_PERF_POLICY_THERMAL: gpu.thermal_violation_s,
+                pynvml.NVML_PERF_POLICY_TOTAL_BASE_CLOCKS: gpu.below_base_clocks_s,
             }.get(perfPolicyType, 0.0)
             status = pynvml.c_nvmlViolationTime_t()
             status.referenceTime = int(time.time() * 1_000_000)  # as the H200 answered
@@ -330,8 +375,9 @@ class TelemetryCalls(Session):
         """A ``c_nvmlFieldValue_t`` array, one per item of ``fieldIds``, each with its status.
 
         Items are field ids or ``(fieldId, scopeId)`` pairs, as for pynvml. Answered: the
-        recovery action, memory temperature, PCIe replays, the power and thermal violation
-        counters (ns), the NVLink count and the NVLink data TX/RX counters (KiB; scopeId a
+        recovery action, ECC mode (current and pending: on), memory temperature, PCIe
+        replays, the power and thermal violation counters (ns), the NVLink count and the
+        NVLink data TX/RX counters (KiB; scopeId a
         link index, or 0xFFFFFFFF for all links; another scopeId fails its entry with
         NVML_ERROR_INVALID_ARGUMENT). The NVLink fields answer NVML_ERROR_NOT_SUPPORTED on a
         GPU without links and in MIG mode. Every other entry fails on its own while the call
@@ -367,13 +413,14 @@ class TelemetryCalls(Session):
                     value.nvmlReturn = _NOT_SUPPORTED
                     continue
                 (value_type, member), read = field
+                value.valueType = value_type  # typed even when the GPU lacks it, as measured
                 try:
                     answer = read(gpu, value.scopeId)
                 except pynvml.NVMLError as error:
                     value.nvmlReturn = error.value
                     continue
-                value.valueType = value_type
                 setattr(value.value, member, answer)
+                value.latencyUsec = _LATENCY_US.get(value.fieldId, 0)
                 value.nvmlReturn = pynvml.NVML_SUCCESS
         return values
 
@@ -532,6 +579,10 @@ class TelemetryCalls(Session):
             for position in range(metricsGet.numMetrics):
                 metric = metricsGet.metrics[position]
                 metric.nvmlReturn, metric.value = _gpm_metric(metric.metricId, rates, second)
+                names = _GPM_INFO.get(metric.metricId)
+                if names is not None:
+                    info = metric.metricInfo
+                    info.shortName, info.longName, info.unit = names
         return metricsGet
 
 
