@@ -136,12 +136,29 @@ def _kubernetes(args: list[str]) -> int:
     return _generate(parser, args, lambda options: _write(options.out, manifests.files()))
 
 
+def _sim(args: list[str]) -> int:
+    """``migexporter sim run``: run a program on a simulated fleet's pynvml."""
+    from migexporter.sim import runner  # noqa: PLC0415  (see _GENERATORS)
+
+    if args[:1] != ["run"]:
+        message = "the subcommand is `sim run [--fleet SPEC] -- COMMAND`"
+        print(f"migexporter sim: error: {message}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    try:
+        runner.run(args[1:])
+    except ConfigError as error:
+        print(f"migexporter sim run: error: {error}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    return 0  # not reached: the command replaced this process
+
+
 # Subcommands that write generated files; without one, the command serves metrics. Their modules
 # (grafanalib, matplotlib) are imported only when one runs: the exporter never needs them.
 _GENERATORS: dict[str, Callable[[list[str]], int]] = {
     "dashboards": _dashboards,
     "alerts": _alerts,
     "kubernetes": _kubernetes,
+    "sim": _sim,
 }
 
 
@@ -149,6 +166,8 @@ _SUBCOMMANDS = """subcommands (each takes --help):
   dashboards --out DIR   write the Grafana dashboards (and --preview PNGs)
   alerts --out DIR       write the Prometheus alerting and recording rules
   kubernetes --out DIR   write the kustomize manifests
+  sim run [--fleet SPEC] [--control HOST:PORT] -- COMMAND
+                         run COMMAND with `import pynvml` answered by a simulated fleet
   help                   this text
 """
 
