@@ -142,6 +142,7 @@ def _calls() -> list[Call]:
         Call("nvmlInitWithFlags(0)", lambda c: c.lib.nvmlInitWithFlags(0)),
         Call("nvmlShutdown()", lambda c: c.lib.nvmlShutdown()),
         Call("nvmlSystemGetDriverVersion()", lambda c: c.lib.nvmlSystemGetDriverVersion()),
+        Call("nvmlSystemGetCudaDriverVersion()", lambda c: c.lib.nvmlSystemGetCudaDriverVersion()),
         Call("nvmlDeviceGetCount()", lambda c: c.lib.nvmlDeviceGetCount()),
         Call("nvmlDeviceGetHandleByIndex(0)", lambda c: c.lib.nvmlDeviceGetHandleByIndex(0)),
         Call(
@@ -181,6 +182,17 @@ def _calls() -> list[Call]:
         "nvmlDeviceGetGpuInstanceId",
         "nvmlDeviceGetComputeInstanceId",
         "nvmlGpmQueryDeviceSupport",
+        "nvmlDeviceGetPowerManagementLimit",
+        "nvmlDeviceGetPerformanceState",
+        "nvmlDeviceGetPersistenceMode",
+        "nvmlDeviceGetDisplayActive",
+        "nvmlDeviceGetComputeMode",
+        "nvmlDeviceGetFanSpeed",
+        "nvmlDeviceGetCudaComputeCapability",
+        "nvmlDeviceGetBAR1MemoryInfo",
+        "nvmlDeviceGetComputeRunningProcesses",
+        "nvmlDeviceGetGraphicsRunningProcesses",
+        "nvmlDeviceGetDriverModel",
     )
     calls += [Call(f"{name}(gpu)", lambda c, f=name: getattr(c.lib, f)(c.gpu)) for name in simple]
     calls.append(
@@ -191,12 +203,13 @@ def _calls() -> list[Call]:
     )
     for clock in ("GRAPHICS", "SM", "MEM", "VIDEO", "COUNT"):
         value = getattr(n, f"NVML_CLOCK_{clock}")
-        calls.append(
+        calls += [
             Call(
-                f"nvmlDeviceGetClockInfo(gpu, NVML_CLOCK_{clock})",
-                lambda c, v=value: c.lib.nvmlDeviceGetClockInfo(c.gpu, v),
+                f"{function}(gpu, NVML_CLOCK_{clock})",
+                lambda c, v=value, f=function: getattr(c.lib, f)(c.gpu, v),
             )
-        )
+            for function in ("nvmlDeviceGetClockInfo", "nvmlDeviceGetMaxClockInfo")
+        ]
     for sensor, value in (("NVML_TEMPERATURE_GPU", n.NVML_TEMPERATURE_GPU), ("7", 7)):
         calls.append(
             Call(

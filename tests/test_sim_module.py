@@ -66,11 +66,11 @@ def test_a_function_the_fake_lacks_raises_function_not_found_naming_it(
     module.nvmlInit()
     device = module.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(pynvml.NVMLError_FunctionNotFound) as caught:
-        module.nvmlDeviceGetFanSpeed(device)
+        module.nvmlDeviceGetSerial(device)
     assert caught.value.value == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
-    assert "nvmlDeviceGetFanSpeed" in str(caught.value)
-    with pytest.raises(SimulatorFunctionNotFound, match="nvmlDeviceGetFanSpeed_v2"):
-        module._nvmlGetFunctionPointer("nvmlDeviceGetFanSpeed_v2")
+    assert "nvmlDeviceGetSerial" in str(caught.value)
+    with pytest.raises(SimulatorFunctionNotFound, match="nvmlDeviceGetSerial_v2"):
+        module._nvmlGetFunctionPointer("nvmlDeviceGetSerial_v2")
 
 
 def test_nothing_reaches_the_real_library(
@@ -88,6 +88,7 @@ def test_nothing_reaches_the_real_library(
     assert {
         "nvmlDeviceGetFanSpeed",
         "nvmlSystemGetCudaDriverVersion",
+        "nvmlDeviceGetSerial",  # behind pynvml's convertStrBytes decorator
         "_LoadNvmlLibrary",
     } <= reaching
     module.nvmlInit()

@@ -66,6 +66,23 @@ def test_gpustats_command_prints_every_gpu() -> None:
     assert lines[2].startswith("[1] NVIDIA A100-SXM4-40GB |")
 
 
+def test_nvitop_once_prints_every_gpu_and_mig_device() -> None:
+    nvitop = shutil.which("nvitop", path=str(Path(sys.executable).parent))
+    assert nvitop is not None, "nvitop (a dev dependency) is not installed beside this Python"
+    result = _run("--fleet", FLEET, "--", nvitop, "--once")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    out = result.stdout
+    assert "H100 80GB HBM3" in out
+    assert "A100-SXM4-40GB" in out
+    for device, profile, ids in (
+        ("0:0", "3g.40gb", "1/0"),
+        ("0:1", "1g.10gb", "2/0"),
+        ("0:2", "1g.10gb", "3/0"),
+    ):
+        assert f"{device}      {profile} @ GI/CI: {ids}" in out, out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -10,6 +10,7 @@ import pynvml
 from migexporter.sim._nvml_base import fail
 from migexporter.sim._nvml_mig import MigCalls
 from migexporter.sim._nvml_telemetry import TelemetryCalls
+from migexporter.sim._nvml_tools import ToolCalls
 
 if TYPE_CHECKING:
     from migexporter.sim._model import SimComputeInstance, SimGpu
@@ -21,7 +22,7 @@ _PURE_HELPERS = frozenset(
 )
 
 
-class FakeNvml(MigCalls, TelemetryCalls):
+class FakeNvml(MigCalls, TelemetryCalls, ToolCalls):
     """Use an instance where the ``pynvml`` module is expected.
 
     Its ``nvml*`` methods have pynvml's names, parameter names and defaults, return pynvml's

@@ -92,7 +92,23 @@ def _c_entry_points(fake: FakeNvml) -> dict[str, Callable[..., None]]:
     def temperature(handle: Any, sensor: Any, ref: Any) -> None:
         _target(ref).value = fake.nvmlDeviceGetTemperature(handle, _c_value(sensor))
 
+    def no_processes(handle: Any, count_ref: Any, _infos: Any) -> None:
+        fake.nvmlDeviceGetComputeRunningProcesses(handle)  # the handle's errors, as the C call
+        _target(count_ref).value = 0  # none: SUCCESS tells the caller not to ask again
+
+    processes = {
+        f"nvmlDeviceGet{kind}RunningProcesses{version}": no_processes
+        for kind in ("Compute", "Graphics", "MPSCompute")
+        for version in ("", "_v2", "_v3")
+    }
+
+    def driver_model(handle: Any, _current: Any, _pending: Any) -> None:
+        fake.nvmlDeviceGetDriverModel(handle)
+
     return {
+        **processes,
+        "nvmlDeviceGetDriverModel": driver_model,
+        "nvmlDeviceGetDriverModel_v2": driver_model,
         "nvmlDeviceGetMemoryInfo": memory(None),
         "nvmlDeviceGetMemoryInfo_v2": memory(pynvml.nvmlMemory_v2),
         "nvmlDeviceGetFieldValues": field_values,
@@ -120,13 +136,42 @@ def library_functions(module: types.ModuleType = pynvml) -> frozenset[str]:
         for name, value in vars(module).items()
         if isinstance(value, types.FunctionType) and value.__module__ == module.__name__
     }
-    calls = {name: set(f.__code__.co_names) for name, f in functions.items()}
+    calls = {name: _names_used(f) for name, f in functions.items()}
     reaching = {name for name, names in calls.items() if names & _LIBRARY_NAMES}
     while True:  # a fixed point: callers of functions that reach the library reach it too
         more = {name for name, names in calls.items() if names & reaching} - reaching
         if not more:
             return frozenset(reaching)
         reaching |= more
+
+
+def _names_used(function: types.FunctionType) -> set[str]:
+    """Global names a function's code uses, with those of the functions it closes over.
+
+    pynvml decorates many functions (``convertStrBytes``): the module-level name is then a
+    wrapper whose own code only calls the function held in its closure.
+    """
+    names: set[str] = set()
+    pending: list[types.FunctionType] = [function]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        codes = [current.__code__]
+        while codes:
+            code = codes.pop()
+            names.update(code.co_names)
+            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        for cell in current.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # a cell not filled yet
+                continue
+            if isinstance(contents, types.FunctionType):
+                pending.append(contents)
+    return names
 
 
 def _not_implemented(name: str) -> Callable[..., NoReturn]:
