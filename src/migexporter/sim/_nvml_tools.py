@@ -46,29 +46,27 @@ class ToolCalls(Session):
         with self._call(handle):
             return self._gpu(handle).model.power_limit_w * 1000
 
-    def nvmlDeviceGetPerformanceState(self, handle: Any) -> int:
-        """P0: a datacenter GPU in persistence mode stays there (an assumption)."""
+    def _setting(self, handle: Any, value: int) -> int:
+        """A fixed setting of a physical GPU; NOT_SUPPORTED for a MIG device handle."""
         with self._call(handle):
             self._gpu(handle)
-            return int(pynvml.NVML_PSTATE_0)
+            return int(value)
+
+    def nvmlDeviceGetPerformanceState(self, handle: Any) -> int:
+        """P0: a datacenter GPU in persistence mode stays there (an assumption)."""
+        return self._setting(handle, pynvml.NVML_PSTATE_0)
 
     def nvmlDeviceGetPersistenceMode(self, handle: Any) -> int:
         """Enabled, as on the measured H200."""
-        with self._call(handle):
-            self._gpu(handle)
-            return int(pynvml.NVML_FEATURE_ENABLED)
+        return self._setting(handle, pynvml.NVML_FEATURE_ENABLED)
 
     def nvmlDeviceGetDisplayActive(self, handle: Any) -> int:
         """Disabled: nothing drives a display."""
-        with self._call(handle):
-            self._gpu(handle)
-            return int(pynvml.NVML_FEATURE_DISABLED)
+        return self._setting(handle, pynvml.NVML_FEATURE_DISABLED)
 
     def nvmlDeviceGetComputeMode(self, handle: Any) -> int:
         """NVML_COMPUTEMODE_DEFAULT."""
-        with self._call(handle):
-            self._gpu(handle)
-            return int(pynvml.NVML_COMPUTEMODE_DEFAULT)
+        return self._setting(handle, pynvml.NVML_COMPUTEMODE_DEFAULT)
 
     def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
         """NOT_SUPPORTED: the simulated boards have no fan of their own."""
