@@ -9,17 +9,15 @@ simulated workloads have no process ids).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pynvml
 
 from migexporter.sim._nvml_base import Session, fail
 
-if TYPE_CHECKING:
-    from migexporter.sim._model import SimGpu
-
 CUDA_DRIVER_VERSION = 13000  # what nvmlSystemGetCudaDriverVersion encodes as 1000 * 13 + 10 * 0
 MIB = 1 << 20
+BAR1_USED_BYTES = 2 * MIB  # what the driver maps for itself, as idle GPUs show
 # (major, minor) CUDA compute capability by architecture: Ampere (A100, A30) 8.0, Hopper 9.0.
 _COMPUTE_CAPABILITY = {False: (8, 0), True: (9, 0)}  # keyed by GPM support, which Hopper brought
 
@@ -103,7 +101,7 @@ class ToolCalls(Session):
                 total = total * mig.gpu_instance.profile.size // gpu.model.memory_slices
             answer = pynvml.c_nvmlBAR1Memory_t()
             answer.bar1Total = total
-            answer.bar1Used = _bar1_used(gpu)
+            answer.bar1Used = BAR1_USED_BYTES
             answer.bar1Free = total - answer.bar1Used
             return answer
 
@@ -124,8 +122,3 @@ class ToolCalls(Session):
         with self._call(handle):
             self._device(handle)
             return []
-
-
-def _bar1_used(_gpu: SimGpu) -> int:
-    """A couple of MiB mapped by the driver itself, as idle GPUs show."""
-    return 2 * MIB
