@@ -55,6 +55,7 @@ def test_no_driver_says_what_it_looked_for_and_suggests_simulate():
         (["--simulate", "--backend", "dcgm", "--dcgm-bindings", "/"], "no DCGM Python bindings"),
         # A value that starts with '-' reaches its option's parser, which says what is wrong.
         (["--interval", "-1s"], "--interval: '-1s' is not a duration"),
+        (["--listen", "--"], "--listen: expected one argument"),  # not argparse's empty list
         (["--simulat"], "unrecognized arguments: --simulat"),  # no prefix abbreviations
         (["--pod-max-age", "5s"], "--pod-max-age 5s (on the command line) is shorter than"),
     ],

@@ -395,6 +395,8 @@ def _values_attached(argv: Sequence[str]) -> list[str]:
     for arg in args:
         if arg in takes_value:
             value = next(args, None)
+            if value == "--":  # argparse would drop it and hand the option an empty list
+                raise ConfigError(f"{arg}: expected one argument")
             if value is not None and value.startswith("-") and value not in _FLAGS:
                 out.append(f"{arg}={value}")
                 continue
