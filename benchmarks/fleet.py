@@ -91,7 +91,8 @@ POLL_S = 1.0
 # While data accumulates, an XID every XID_EVERY_S on the exporter, so every virtual node has
 # event series of each severity (page, ticket, info) for the XID rules and panels to read.
 XID_EVERY_S = 30.0
-XIDS = ((0, 1, 48), (1, 2, 43), (2, 3, 31), (3, 4, 94), (1, 2, 43), (5, 6, 13))
+# (gpu, GPU instance id, xid): ids that seven 1g instances have in either numbering of the halves
+XIDS = ((0, 7, 48), (1, 8, 43), (2, 9, 31), (3, 11, 94), (1, 8, 43), (5, 12, 13))
 MIB = 1 << 20
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

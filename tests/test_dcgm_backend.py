@@ -103,7 +103,7 @@ def test_group_members_are_the_instance_entities(bindings, fleet, clock):
     (group_id,) = [
         g
         for g in bindings.agent.dcgmGroupGetAllIds(raw)
-        if str(bindings.agent.dcgmGroupGetInfo(raw, g).groupName).endswith("-gi1")
+        if str(bindings.agent.dcgmGroupGetInfo(raw, g).groupName).endswith("-gi0")  # the 7g
         and fleet.gpus[0].uuid in str(bindings.agent.dcgmGroupGetInfo(raw, g).groupName)
     ]
     info = bindings.agent.dcgmGroupGetInfo(raw, group_id)
@@ -265,10 +265,10 @@ def test_xids_come_from_nvml_when_it_attributes_them(bindings, fleet, clock):
     """Privileged local NVML is the XID source; DCGM's field 230 is not counted too."""
     backend = make_backend(bindings, fleet, clock)
     topology(backend)
-    fleet.inject_xid(1, 43, gpu_instance_id=2, compute_instance_id=0, count=2)
+    fleet.inject_xid(1, 43, gpu_instance_id=7, compute_instance_id=0, count=2)
     events = [e for e in drain(backend, clock) if e.kind is EventKind.XID]
     uuid = fleet.gpus[1].uuid
-    assert xids(events) == [(uuid, 2, 0, 43), (uuid, 2, 0, 43)]
+    assert xids(events) == [(uuid, 7, 0, 43), (uuid, 7, 0, 43)]
 
 
 @pytest.mark.parametrize("nvml", ["absent", "unprivileged"])
@@ -279,13 +279,13 @@ def test_xids_come_from_dcgm_otherwise_every_sample_counted(bindings, fleet, clo
     )
     gpus = topology(backend)
     drain(backend, clock)
-    fleet.inject_xid(1, 43, gpu_instance_id=2, compute_instance_id=0, count=2)
-    fleet.inject_xid(1, 48, gpu_instance_id=3)
+    fleet.inject_xid(1, 43, gpu_instance_id=7, compute_instance_id=0, count=2)
+    fleet.inject_xid(1, 48, gpu_instance_id=8)
     fleet.inject_xid(0, 79)
     events = [e for e in drain(backend, clock) if e.kind is EventKind.XID]
     one, zero = gpus[1].uuid, gpus[0].uuid
     assert sorted(xids(events), key=str) == sorted(
-        [(one, 2, 0, 43), (one, 2, 0, 43), (one, 3, None, 48), (zero, None, None, 79)], key=str
+        [(one, 7, 0, 43), (one, 7, 0, 43), (one, 8, None, 48), (zero, None, None, 79)], key=str
     )
     assert drain(backend, clock) == []
 
@@ -319,10 +319,10 @@ def test_an_xid_storm_is_counted_in_full(bindings, fleet, clock):
     backend = make_backend(bindings, fleet, clock, nvml=False)
     topology(backend)
     drain(backend, clock)
-    fleet.inject_xid(1, 13, gpu_instance_id=2, compute_instance_id=0, count=10_000)
+    fleet.inject_xid(1, 13, gpu_instance_id=7, compute_instance_id=0, count=10_000)
     events = drain(backend, clock)
     assert len(events) == 10_000
-    assert {(e.gpu_instance_id, e.compute_instance_id, e.xid) for e in events} == {(2, 0, 13)}
+    assert {(e.gpu_instance_id, e.compute_instance_id, e.xid) for e in events} == {(7, 0, 13)}
 
 
 def test_profiling_fields_that_multiplex_are_left_out(bindings, fleet, clock, engine, caplog):

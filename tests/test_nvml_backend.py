@@ -61,7 +61,7 @@ def test_profiling_ratios_from_the_second_sample_on():
     backend = _open(fleet)
     gpus = _topology(backend)
     first = backend.sample(gpus[1])
-    assert first.gpu_instances[1].get(catalog.GI_SM_ACTIVE) is None
+    assert first.gpu_instances[7].get(catalog.GI_SM_ACTIVE) is None
     clock.now += 5
     second = backend.sample(gpus[1])
     for readings in second.gpu_instances.values():
@@ -145,11 +145,11 @@ def test_events_carry_instance_ids_and_arrive_after_discovery():
     fleet = Fleet.default()
     backend = _open(fleet)
     gpus = _topology(backend)
-    fleet.inject_xid(1, 48, gpu_instance_id=2, count=2)
+    fleet.inject_xid(1, 48, gpu_instance_id=7, count=2)
     fleet.inject_xid(2, 31)
     events = backend.wait_events(0.5)
     xids = [(e.gpu_uuid, e.xid, e.gpu_instance_id, e.compute_instance_id) for e in events]
-    assert xids == [(gpus[1].uuid, 48, 2, None)] * 2 + [(gpus[2].uuid, 31, None, None)]
+    assert xids == [(gpus[1].uuid, 48, 7, None)] * 2 + [(gpus[2].uuid, 31, None, None)]
     assert backend.wait_events(0.05) == []
 
 
@@ -309,7 +309,7 @@ def test_event_from_a_device_that_cannot_be_named_is_still_delivered():
     gpus = _topology(backend)
     fleet.inject_xid(2, 13)
     fleet.fault(2, "fall_off_bus")
-    fleet.inject_xid(1, 48, gpu_instance_id=2)
+    fleet.inject_xid(1, 48, gpu_instance_id=7)
     backend._uuids_by_handle.clear()  # as if the handle were one discovery never saw
     events = backend.wait_events(0.5)
     xids = [(e.gpu_uuid, e.xid) for e in events if e.kind is EventKind.XID]
@@ -335,13 +335,13 @@ async def test_nvml_shut_down_under_the_exporter_is_initialised_again(caplog):
             await asyncio.sleep(0.01)
         assert collector.backend_up
         assert len(collector.samples) == 2
-        fleet.inject_xid(0, 48, 3, 0)  # registered for events again
+        fleet.inject_xid(0, 48, 9, 0)  # registered for events again
         for _ in range(200):
-            if any(key.gpu_instance_id == 3 for key in collector._counts):
+            if any(key.gpu_instance_id == 9 for key in collector._counts):
                 break
             await asyncio.sleep(0.01)
         counted = {(k.detail, k.gpu_instance_id): v.count for k, v in collector._counts.items()}
-        assert counted == {("48", 3): 1}
+        assert counted == {("48", 9): 1}
         again = [r for r in caplog.records if "initialising it again" in r.getMessage()]
         assert len(again) == 1
     finally:

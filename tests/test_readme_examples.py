@@ -35,4 +35,7 @@ def test_the_readme_scenario_loads(tmp_path: Path) -> None:
         "xid", "ecc", "mig", "fault", "fault", "mig", "claim", "claim", "release",
     ]  # fmt: skip
     assert scenario.uses_dra
-    assert len(Fleet.from_spec(scenario.fleet).gpus) == 2
+    fleet = scenario.build_fleet()
+    assert len(fleet.gpus) == 2
+    (first,) = [step for step in scenario.steps if step.verb == "xid"]
+    assert fleet.inject_xid(**first.args)["count"] == 1  # its instance exists in that fleet

@@ -36,7 +36,7 @@ async def test_the_fleet_is_described(client):
     assert response.status == 200
     gpus = (await response.json())["gpus"]
     assert [g["index"] for g in gpus] == [0, 1, 2]
-    assert gpus[1]["gpu_instances"][1]["id"] == 2
+    assert [gi["id"] for gi in gpus[1]["gpu_instances"]] == [7, 8, 9, 11, 12, 13, 14]
 
 
 async def test_an_injected_xid_reaches_nvml_event_sets(client, fleet):
@@ -46,14 +46,14 @@ async def test_an_injected_xid_reaches_nvml_event_sets(client, fleet):
     event_set = nv.nvmlEventSetCreate()
     xid = pynvml.nvmlEventTypeXidCriticalError
     nv.nvmlDeviceRegisterEvents(nv.nvmlDeviceGetHandleByIndex(1), xid, event_set)
-    body = {"gpu": 1, "gpu_instance_id": 2, "compute_instance_id": 0, "xid": 48, "count": 2}
+    body = {"gpu": 1, "gpu_instance_id": 7, "compute_instance_id": 0, "xid": 48, "count": 2}
     status, result = await post(client, "/api/sim/xid", body)
     assert status == 200
     assert result["count"] == 2
     assert result["gpu_uuid"] == fleet.gpus[1].uuid
     for _ in range(2):
         data = nv.nvmlEventSetWait_v2(event_set, 0)
-        assert (data.eventData, data.gpuInstanceId, data.computeInstanceId) == (48, 2, 0)
+        assert (data.eventData, data.gpuInstanceId, data.computeInstanceId) == (48, 7, 0)
 
 
 async def test_injected_ecc_errors_are_counted_and_raised_as_events(client, fleet):
@@ -109,7 +109,8 @@ async def test_a_mig_layout_is_applied(client, fleet):
     assert status == 200
     assert [gi["profile"] for gi in result["gpu_instances"]] == ["3g.40gb", "3g.40gb"]
     described = fleet.describe()["gpus"][0]["gpu_instances"]
-    assert [gi["placement"]["start"] for gi in described] == [4, 0]
+    # The driver takes 4:4 first (id 2), then 0:4 (id 1); listed by id.
+    assert [(gi["id"], gi["placement"]["start"]) for gi in described] == [(1, 0), (2, 4)]
 
 
 async def test_an_impossible_layout_is_a_400_with_the_drivers_reason(client):

@@ -239,7 +239,7 @@ def test_hierarchy_lists_instances_with_dcgm_ids_that_change_on_reconfiguration(
     gpu1 = [e for e in entries if e.info.nvmlGpuIndex == 1]
     gis = [e for e in gpu1 if e.entity.entityGroupId == GI]
     assert [e.entity.entityId for e in gis] == list(range(7, 14))
-    assert [e.info.nvmlInstanceId for e in gis] == list(range(1, 8))
+    assert [e.info.nvmlInstanceId for e in gis] == [7, 8, 9, 11, 12, 13, 14]  # NVML's, in order
     first_ci = next(e for e in gpu1 if e.entity.entityGroupId == CI)
     assert (first_ci.parent.entityGroupId, first_ci.parent.entityId) == (GI, 7)
     assert first_ci.info.nvmlComputeInstanceId == 0
@@ -261,6 +261,35 @@ def test_hierarchy_lists_instances_with_dcgm_ids_that_change_on_reconfiguration(
 
 
 # --- groups and field groups ---
+
+
+def test_the_hierarchy_names_every_instance_as_nvml_does(handle, dcgm, fleet, nv):
+    """Every MIG device NVML lists is one CI entry with its GPU, GI/CI ids and GI profile."""
+    fleet.reconfigure(2, ["3g.40gb", "2g.20gb/1c*2", "1g.10gb"])
+    from_nvml = set()
+    for index in range(nv.nvmlDeviceGetCount()):
+        gpu = nv.nvmlDeviceGetHandleByIndex(index)
+        for slot in range(nv.nvmlDeviceGetMaxMigDeviceCount(gpu)):
+            try:
+                mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, slot)
+            except pynvml.NVMLError_NotFound:
+                continue
+            gi_id, ci_id = (
+                nv.nvmlDeviceGetGpuInstanceId(mig),
+                nv.nvmlDeviceGetComputeInstanceId(mig),
+            )
+            gi = nv.nvmlGpuInstanceGetInfo(nv.nvmlDeviceGetGpuInstanceById(gpu, gi_id))
+            from_nvml.add((nv.nvmlDeviceGetUUID(gpu), gi_id, ci_id, gi.profileId))
+    entries = hierarchy(dcgm, handle)
+    gis = {e.entity.entityId: e.info for e in entries if e.entity.entityGroupId == GI}
+    from_dcgm = {
+        (e.info.gpuUuid, e.info.nvmlInstanceId, e.info.nvmlComputeInstanceId,
+         gis[e.parent.entityId].nvmlMigProfileId)
+        for e in entries
+        if e.entity.entityGroupId == CI
+    }  # fmt: skip
+    assert len(from_nvml) == 4 + 7 + 4
+    assert from_dcgm == from_nvml
 
 
 def test_groups_start_at_2_and_are_limited_to_64_with_the_defaults(handle, dcgm):
@@ -378,7 +407,7 @@ def test_instance_values_come_from_the_mig_device_or_the_parent_gpu(handle, dcgm
         with contextlib.suppress(pynvml.NVMLError_NotFound):
             mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, slot)
             migs[nv.nvmlDeviceGetGpuInstanceId(mig)] = mig
-    for position, (gi_id, name) in enumerate([(1, "3g.40gb"), (2, "2g.20gb")]):
+    for position, (gi_id, name) in enumerate([(2, "3g.40gb"), (3, "2g.20gb")]):
         mig = migs[gi_id]
         memory = nv.nvmlDeviceGetMemoryInfo(mig, version=pynvml.nvmlMemory_v2)
         for kind in (GI, CI):
@@ -421,11 +450,11 @@ def test_profiling_on_gpm_gpus_is_blank_first_then_nvmls_gpm_ratio(handle, dcgm,
     watch(dcgm, handle, entities, [1001, 1002, 1005])
     dcgm.agent.dcgmUpdateAllFields(handle, 1)
     gpu = nv.nvmlDeviceGetHandleByIndex(0)
-    mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)  # GI 1 / CI 0: DCGM's GI 0 and CI 0
-    assert nv.nvmlDeviceGetGpuInstanceId(mig) == 1
+    mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)  # GI 2 / CI 0: DCGM's GI 0 and CI 0
+    assert nv.nvmlDeviceGetGpuInstanceId(mig) == 2
     takes = {
         GPU: lambda s: nv.nvmlGpmSampleGet(gpu, s),
-        GI: lambda s: nv.nvmlGpmMigSampleGet(gpu, 1, s),
+        GI: lambda s: nv.nvmlGpmMigSampleGet(gpu, 2, s),
         CI: lambda s: nv.nvmlGpmSampleGet(mig, s),
     }
     before = {kind: take(nv.nvmlGpmSampleAlloc()) for kind, take in takes.items()}
@@ -473,7 +502,7 @@ def test_blank_answers_say_why(handle, dcgm, engine, fleet, clock):
     nv = FakeNvml(fleet)
     nv.nvmlInit()
     gpu = nv.nvmlDeviceGetHandleByIndex(0)
-    gi = nv.nvmlDeviceGetGpuInstanceById(gpu, 4)  # the second 1g.10gb: DCGM GI 3
+    gi = nv.nvmlDeviceGetGpuInstanceById(gpu, 10)  # the second 1g.10gb: DCGM GI 3
     nv.nvmlComputeInstanceDestroy(nv.nvmlGpuInstanceGetComputeInstanceById(gi, 0))
     fields = [250, 254, 1002, 230, 393, 150]
     watch(dcgm, handle, [(GI, 3), (GPU, 0), (GPU, 2)], fields)
@@ -557,12 +586,12 @@ def test_samples_are_kept_for_the_retention_only(handle, dcgm, clock):
 
 def test_xids_are_recorded_on_the_entity_nvml_attributes_them_to(handle, dcgm, fleet):
     """CI if the event has a CI id, else GI, else GPU; only where field 230 is watched."""
-    entities = [(GPU, 1), (GI, 7), (CI, 7)]  # GPU 1's NVML GI 1 / CI 0
+    entities = [(GPU, 1), (GI, 7), (CI, 7)]  # GPU 1's NVML GI 7 / CI 0
     group, field_group = watch(dcgm, handle, entities, [230])
-    fleet.inject_xid(1, 43, gpu_instance_id=1, compute_instance_id=0, count=2)
-    fleet.inject_xid(1, 45, gpu_instance_id=1)
+    fleet.inject_xid(1, 43, gpu_instance_id=7, compute_instance_id=0, count=2)
+    fleet.inject_xid(1, 45, gpu_instance_id=7)
     fleet.inject_xid(1, 48)
-    fleet.inject_xid(1, 31, gpu_instance_id=2, compute_instance_id=0)  # CI 8: not watched
+    fleet.inject_xid(1, 31, gpu_instance_id=8, compute_instance_id=0)  # CI 8: not watched
     values, _ = since(dcgm, handle, group, field_group)
     assert [(v[0], v[1], v[3]) for v in values] == [
         (GPU, 1, 48),
@@ -578,11 +607,11 @@ def test_xids_are_recorded_on_the_entity_nvml_attributes_them_to(handle, dcgm, f
 def test_ten_thousand_xids_at_once_are_all_returned(handle, dcgm, fleet):
     """Event samples are bounded by retention only."""
     group, field_group = watch(dcgm, handle, [(CI, 7)], [230])
-    fleet.inject_xid(1, 13, gpu_instance_id=1, compute_instance_id=0, count=10_000)
+    fleet.inject_xid(1, 13, gpu_instance_id=7, compute_instance_id=0, count=10_000)
     values, following = since(dcgm, handle, group, field_group)
     assert len(values) == 10_000
     assert {v[3] for v in values} == {13}
-    fleet.inject_xid(1, 31, gpu_instance_id=1, compute_instance_id=0)
+    fleet.inject_xid(1, 31, gpu_instance_id=7, compute_instance_id=0)
     assert [v[3] for v in since(dcgm, handle, group, field_group, following)[0]] == [31]
 
 
@@ -657,7 +686,7 @@ def test_a_restarted_host_engine_forgets_everything(engine, dcgm, fleet):
         dcgm.pydcgm.DcgmHandle(ipAddress=TCP)
     with pytest.raises(structs.DCGMError_InitError):
         dcgm.pydcgm.DcgmHandle()
-    fleet.inject_xid(1, 43, gpu_instance_id=1, compute_instance_id=0)  # nobody records it
+    fleet.inject_xid(1, 43, gpu_instance_id=7, compute_instance_id=0)  # nobody records it
 
     assert fleet.fault(kind="hostengine_up") == {"hostengine": "up", "generation": 1}
     with pytest.raises(structs.DCGMError_ConnectionNotValid):
@@ -669,7 +698,7 @@ def test_a_restarted_host_engine_forgets_everything(engine, dcgm, fleet):
     group, field_group = watch(dcgm, new, [(CI, 7)], [230])
     assert group.value == 2
     assert since(dcgm, new, group, field_group)[0] == []
-    fleet.inject_xid(1, 45, gpu_instance_id=1, compute_instance_id=0)
+    fleet.inject_xid(1, 45, gpu_instance_id=7, compute_instance_id=0)
     assert [v[3] for v in since(dcgm, new, group, field_group)[0]] == [45]
     assert fleet.describe()["hostengine"] == "up"
 

@@ -39,11 +39,11 @@ def drain(nv: FakeNvml, event_set: object) -> list[object]:
 def test_an_attributed_xid_carries_its_instance_and_parent(nv, fleet):
     """XID data holds the XID, GI and CI ids, and the parent GPU's handle."""
     event_set = listen(nv, 1)
-    fleet.inject_xid(1, 48, gpu_instance_id=2, compute_instance_id=0)
+    fleet.inject_xid(1, 48, gpu_instance_id=7, compute_instance_id=0)
     data = nv.nvmlEventSetWait_v2(event_set, 1000)
     assert isinstance(data, pynvml.c_nvmlEventData_t)
     assert (data.eventType, data.eventData) == (XID, 48)
-    assert (data.gpuInstanceId, data.computeInstanceId) == (2, 0)
+    assert (data.gpuInstanceId, data.computeInstanceId) == (7, 0)
     assert nv.nvmlDeviceGetUUID(data.device) == fleet.gpus[1].uuid
 
 
@@ -134,7 +134,7 @@ def test_unprivileged_sets_get_whole_device_events_only(fleet):
     fake = FakeNvml(fleet, privileged=False)
     fake.nvmlInit()
     event_set = listen(fake, 1)
-    fleet.inject_xid(1, 48, gpu_instance_id=2, compute_instance_id=0)
+    fleet.inject_xid(1, 48, gpu_instance_id=7, compute_instance_id=0)
     fleet.inject_xid(1, 79)
     assert [d.eventData for d in drain(fake, event_set)] == [79]
 
@@ -161,8 +161,8 @@ def test_a_freed_set_is_invalid(nv, fleet):
     ("arguments", "message"),
     [
         ({"gpu": 5, "xid": 48}, "no GPU 5"),
-        ({"gpu": 1, "xid": 48, "gpu_instance_id": 9}, "no GPU instance 9"),
-        ({"gpu": 1, "xid": 48, "gpu_instance_id": 2, "compute_instance_id": 3}, "no compute"),
+        ({"gpu": 1, "xid": 48, "gpu_instance_id": 10}, "no GPU instance 10"),
+        ({"gpu": 1, "xid": 48, "gpu_instance_id": 7, "compute_instance_id": 3}, "no compute"),
         ({"gpu": 1, "xid": 48, "compute_instance_id": 0}, "needs gpu_instance_id"),
         ({"gpu": 2, "xid": 48, "gpu_instance_id": 1}, "not in MIG mode"),
         ({"gpu": 0, "xid": 0}, "xid must be"),

@@ -16,7 +16,7 @@ def test_a_gpu_that_fell_off_the_bus_is_lost_but_still_listed(nv, fleet):
     """Its own queries and its MIG devices raise GpuIsLost; enumeration still lists it."""
     device = nv.nvmlDeviceGetHandleByIndex(0)
     mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(device, 0)
-    gi = nv.nvmlDeviceGetGpuInstanceById(device, 1)
+    gi = nv.nvmlDeviceGetGpuInstanceById(device, 2)
     fleet.fault(0, "fall_off_bus")
     for call in (
         lambda: nv.nvmlDeviceGetUUID(device),

@@ -138,7 +138,7 @@ def test_constants_classes_and_errors_come_from_pynvml(nv):
     assert nv.nvmlExceptionClass is pynvml.nvmlExceptionClass
 
 
-@pytest.mark.parametrize("name", ["nvmlDeviceGetSerial", "nvmlDeviceGetVbiosVersion"])
+@pytest.mark.parametrize("name", ["nvmlDeviceGetBoardPartNumber", "nvmlDeviceGetVbiosVersion"])
 def test_unimplemented_pynvml_functions_are_not_passed_through(nv, name):
     """A backend cannot reach the real library through the fake."""
     with pytest.raises(AttributeError, match="does not implement"):
@@ -173,7 +173,7 @@ def test_handles_and_structs_are_the_real_ctypes_types(nv):
     """Handles and returned structs have pynvml's own types."""
     device = nv.nvmlDeviceGetHandleByIndex(0)
     mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(device, 0)
-    gi = nv.nvmlDeviceGetGpuInstanceById(device, 1)
+    gi = nv.nvmlDeviceGetGpuInstanceById(device, 2)  # the 3g.40gb at 4:4
     ci = nv.nvmlGpuInstanceGetComputeInstanceById(gi, 0)
     assert isinstance(device, pynvml.c_nvmlDevice_t)
     assert isinstance(mig, pynvml.c_nvmlDevice_t)
@@ -215,7 +215,7 @@ def test_mig_device_identity(nv, fleet):
     assert flag.value == 1
     assert nv.nvmlDeviceGetName(mig) == "NVIDIA H100 80GB HBM3 MIG 2g.20gb"
     assert nv.nvmlDeviceGetUUID(mig).startswith("MIG-")
-    assert nv.nvmlDeviceGetGpuInstanceId(mig) == 2
+    assert nv.nvmlDeviceGetGpuInstanceId(mig) == 3  # 2g.20gb at 0:2: the first quarter
     assert nv.nvmlDeviceGetComputeInstanceId(mig) == 0
     assert nv.nvmlDeviceGetIndex(mig) == 1
     parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
@@ -224,7 +224,7 @@ def test_mig_device_identity(nv, fleet):
     assert (attributes.gpuInstanceSliceCount, attributes.computeInstanceSliceCount) == (2, 2)
     assert (attributes.multiprocessorCount, attributes.memorySizeMB) == (32, 20096)
     by_uuid = nv.nvmlDeviceGetHandleByUUID(nv.nvmlDeviceGetUUID(mig))
-    assert nv.nvmlDeviceGetGpuInstanceId(by_uuid) == 2
+    assert nv.nvmlDeviceGetGpuInstanceId(by_uuid) == 3
 
 
 def test_instance_ids_and_attributes_are_refused_on_a_full_gpu_handle(nv):
@@ -295,7 +295,7 @@ def test_a_compute_instance_smaller_than_its_gpu_instance_is_named_by_both():
     assert sorted(handles) == list(range(7))
     names = {fake.nvmlDeviceGetName(h) for h in handles.values()}
     assert names == {"NVIDIA H100 80GB HBM3 MIG 1c.7g.80gb"}
-    assert {fake.nvmlDeviceGetGpuInstanceId(h) for h in handles.values()} == {1}
+    assert {fake.nvmlDeviceGetGpuInstanceId(h) for h in handles.values()} == {0}  # whole GPU
     assert sorted(fake.nvmlDeviceGetComputeInstanceId(h) for h in handles.values()) == list(
         range(7)
     )
@@ -369,20 +369,20 @@ def test_gpu_and_compute_instance_listing(nv, fleet):
     assert count.value == 2
     infos = [nv.nvmlGpuInstanceGetInfo(array[i]) for i in range(count.value)]
     assert [(i.id, i.profileId, i.placement.start, i.placement.size) for i in infos] == [
-        (3, 19, 1, 1),
-        (4, 19, 0, 1),
+        (9, 19, 2, 1),
+        (10, 19, 3, 1),
     ]
     assert nv.nvmlDeviceGetUUID(infos[0].device) == fleet.gpus[0].uuid
 
-    gi = nv.nvmlDeviceGetGpuInstanceById(device, 1)
+    gi = nv.nvmlDeviceGetGpuInstanceById(device, 2)
     cis = (pynvml.c_nvmlComputeInstance_t * 1)()
     nv.nvmlGpuInstanceGetComputeInstances(gi, 2, cis, ctypes.byref(count))
     assert count.value == 1
     info = nv.nvmlComputeInstanceGetInfo(cis[0])
     assert (info.id, info.profileId, info.placement.start, info.placement.size) == (0, 2, 0, 3)
-    assert nv.nvmlGpuInstanceGetInfo(info.gpuInstance).id == 1
+    assert nv.nvmlGpuInstanceGetInfo(info.gpuInstance).id == 2
     with pytest.raises(pynvml.NVMLError_NotFound):
-        nv.nvmlDeviceGetGpuInstanceById(device, 7)
+        nv.nvmlDeviceGetGpuInstanceById(device, 1)  # the first half is not one instance
 
 
 def test_compute_instance_profiles_of_a_4g_instance(nv, fleet):
@@ -416,7 +416,7 @@ def test_creation_rules_of_the_driver(nv):
     with pytest.raises(pynvml.NVMLError_InsufficientResources):
         nv.nvmlDeviceCreateGpuInstanceWithPlacement(device, 9, ctypes.byref(taken))
     with pytest.raises(pynvml.NVMLError_InUse):
-        nv.nvmlGpuInstanceDestroy(nv.nvmlDeviceGetGpuInstanceById(device, 1))
+        nv.nvmlGpuInstanceDestroy(nv.nvmlDeviceGetGpuInstanceById(device, 7))
     with pytest.raises(pynvml.NVMLError_NotSupported):
         nv.nvmlDeviceCreateGpuInstance(nv.nvmlDeviceGetHandleByIndex(2), 19)
 
@@ -499,7 +499,7 @@ def test_foreign_and_null_handles_are_invalid(nv):
     for handle in (pynvml.c_nvmlDevice_t(), ctypes.pointer(pynvml.struct_c_nvmlDevice_t()), 7):
         with pytest.raises(pynvml.NVMLError_InvalidArgument):
             nv.nvmlDeviceGetUUID(handle)
-    gi = nv.nvmlDeviceGetGpuInstanceById(nv.nvmlDeviceGetHandleByIndex(0), 1)
+    gi = nv.nvmlDeviceGetGpuInstanceById(nv.nvmlDeviceGetHandleByIndex(0), 2)
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         nv.nvmlDeviceGetUUID(gi)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from nvitop import bytes2human
+
+from migexporter.sim import Fleet
 
 FLEET = "h100-80gb:3g.40gb+1g.10gb*2,a100-40gb"
 TIMEOUT_S = 120
@@ -66,6 +70,22 @@ def test_gpustats_command_prints_every_gpu() -> None:
     assert lines[2].startswith("[1] NVIDIA A100-SXM4-40GB |")
 
 
+def _mig_rows(spec: str) -> list[str]:
+    """The row nvitop prints for each MIG device of the fleet that ``sim run --fleet spec`` builds
+    (the same seed): index, profile, GI/CI ids and the GPU instance's memory, in nvitop's units.
+    """
+    rows = []
+    for gpu in Fleet.from_spec(spec).describe()["gpus"]:
+        for gi in gpu["gpu_instances"]:
+            for ci in gi["compute_instances"]:
+                total = re.escape(bytes2human(gi["memory_mb"] << 20))
+                rows.append(
+                    rf"│ {gpu['index']}:{ci['mig_index']} +{re.escape(ci['profile'])} "
+                    rf"@ GI/CI: {gi['id']}/{ci['id']} │ +\S+ / +{total} │"
+                )
+    return rows
+
+
 def test_nvitop_once_prints_every_gpu_and_mig_device() -> None:
     nvitop = shutil.which("nvitop", path=str(Path(sys.executable).parent))
     assert nvitop is not None, "nvitop (a dev dependency) is not installed beside this Python"
@@ -75,12 +95,60 @@ def test_nvitop_once_prints_every_gpu_and_mig_device() -> None:
     out = result.stdout
     assert "H100 80GB HBM3" in out
     assert "A100-SXM4-40GB" in out
-    for device, profile, ids in (
-        ("0:0", "3g.40gb", "1/0"),
-        ("0:1", "1g.10gb", "2/0"),
-        ("0:2", "1g.10gb", "3/0"),
-    ):
-        assert f"{device}      {profile} @ GI/CI: {ids}" in out, out
+    rows = _mig_rows(FLEET)
+    assert len(rows) == 3
+    for row in rows:
+        assert re.search(row, out), (row, out)
+
+
+# An operator destroys the MIG device in the middle (nvidia-smi mig -dci, then -dgi): NVML then
+# answers NOT_FOUND at its index and keeps the others where they were (indices are sparse,
+# shared/facts/nvml-mig.md). nvitop stops listing MIG devices at the first index that fails
+# (nvitop/api/device.py, PhysicalDevice.mig_devices), so it shows only the device before the
+# hole until one is created there again.
+HOLE_PROGRAM = """
+    import sys, pynvml
+    from nvitop.cli import main
+    pynvml.nvmlInit()
+    gpu = pynvml.nvmlDeviceGetHandleByIndex(0)
+    middle = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 1)
+    gi = pynvml.nvmlDeviceGetGpuInstanceById(gpu, pynvml.nvmlDeviceGetGpuInstanceId(middle))
+    ci_id = pynvml.nvmlDeviceGetComputeInstanceId(middle)
+    pynvml.nvmlComputeInstanceDestroy(pynvml.nvmlGpuInstanceGetComputeInstanceById(gi, ci_id))
+    pynvml.nvmlGpuInstanceDestroy(gi)
+    for index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(gpu)):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu, index)
+        except pynvml.NVMLError_NotFound:
+            print(index, "NotFound")
+            continue
+        print(index, pynvml.nvmlDeviceGetName(mig), pynvml.nvmlDeviceGetIndex(mig))
+    sys.stdout.flush()
+    sys.argv = ["nvitop", "--once"]
+    sys.exit(main())
+"""
+
+
+def test_a_destroyed_mig_device_in_the_middle_leaves_a_hole_that_nvitop_stops_at() -> None:
+    spec = "h100-80gb:3g.40gb+1g.10gb*2"
+    result = _run("--fleet", spec, "--", sys.executable, "-c", textwrap.dedent(HOLE_PROGRAM))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:7] == [
+        "0 NVIDIA H100 80GB HBM3 MIG 3g.40gb 0",
+        "1 NotFound",
+        "2 NVIDIA H100 80GB HBM3 MIG 1g.10gb 2",
+        "3 NotFound",
+        "4 NotFound",
+        "5 NotFound",
+        "6 NotFound",
+    ]
+    nvitop = "\n".join(lines[7:])
+    before, _, after = _mig_rows(spec)
+    assert re.search(before, nvitop), nvitop
+    assert not re.search(after, nvitop), nvitop  # behind the hole: nvitop does not list it
+    assert "0:2" not in nvitop
 
 
 @pytest.mark.parametrize(

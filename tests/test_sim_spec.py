@@ -85,7 +85,7 @@ fleet: "h100-80gb:1g.10gb*7,h100-80gb"
 seed: 4
 steps:
   - at: 0
-    xid: {gpu: 0, gpu_instance_id: 2, compute_instance_id: 0, xid: 48}
+    xid: {gpu: 0, gpu_instance_id: 9, compute_instance_id: 0, xid: 48}
   - at: 0.05
     mig: {gpu: 1, profiles: [3g.40gb, 3g.40gb]}
   - at: 0.1
@@ -185,7 +185,7 @@ async def test_a_scenario_plays_its_steps_and_survives_a_failing_one(tmp_path, c
         textwrap.dedent("""\
         fleet: "h100-80gb:1g.10gb*7,h100-80gb"
         steps:
-          - {at: 0.02, xid: {gpu: 0, gpu_instance_id: 2, compute_instance_id: 0, xid: 48}}
+          - {at: 0.02, xid: {gpu: 0, gpu_instance_id: 9, compute_instance_id: 0, xid: 48}}
           - {at: 0.01, xid: {gpu: 0, gpu_instance_id: 99, xid: 13}}
           - {at: 0.03, mig: {gpu: 1, profiles: [3g.40gb, 3g.40gb]}}
           - {at: 0.04, fault: {gpu: 1, kind: fall_off_bus}}
@@ -201,7 +201,7 @@ async def test_a_scenario_plays_its_steps_and_survives_a_failing_one(tmp_path, c
     with caplog.at_level(logging.INFO, logger="migexporter.sim.scenario"):
         await asyncio.wait_for(run_scenario(scenario, fleet), timeout=5)
     data = nv.nvmlEventSetWait_v2(event_set, 0)
-    assert (data.eventData, data.gpuInstanceId, data.computeInstanceId) == (48, 2, 0)
+    assert (data.eventData, data.gpuInstanceId, data.computeInstanceId) == (48, 9, 0)
     gpus = fleet.describe()["gpus"]
     assert [gi["profile"] for gi in gpus[1]["gpu_instances"]] == ["3g.40gb", "3g.40gb"]
     assert gpus[1]["state"] == "lost"

@@ -445,7 +445,7 @@ def test_gpm_per_entity_engines_and_links():
     assert nv.nvmlDeviceGetName(mig).endswith("3g.40gb")
     takes = {
         "gpu": (lambda s: nv.nvmlGpmSampleGet(device, s), 7),
-        "gi": (lambda s: nv.nvmlGpmMigSampleGet(device, 1, s), 3),
+        "gi": (lambda s: nv.nvmlGpmMigSampleGet(device, nv.nvmlDeviceGetGpuInstanceId(mig), s), 3),
         "mig": (lambda s: nv.nvmlGpmSampleGet(mig, s), 3),
     }
     links = [

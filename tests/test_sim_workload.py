@@ -134,7 +134,7 @@ def test_instance_and_gpu_levels_are_sm_weighted_means():
     for pair in (before, after):
         for handle, sample in zip(migs, pair, strict=False):
             nv.nvmlGpmSampleGet(handle, sample)
-        nv.nvmlGpmMigSampleGet(device, 1, pair[3])
+        nv.nvmlGpmMigSampleGet(device, 0, pair[3])  # the 7g spans the GPU: GI 0
         nv.nvmlGpmSampleGet(device, pair[4])
         clock.now += 120
     ci = [ratios(nv, before[i], after[i]) for i in range(3)]
@@ -245,7 +245,7 @@ def test_gpm_requests_are_checked_like_nvml():
     with pytest.raises(pynvml.NVMLError_ArgumentVersionMismatch):
         nv.nvmlGpmMetricsGet(request)
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
-        nv.nvmlGpmMigSampleGet(nv.nvmlDeviceGetHandleByIndex(2), 1, first)
+        nv.nvmlGpmMigSampleGet(nv.nvmlDeviceGetHandleByIndex(2), 0, first)
     nv.nvmlGpmSampleFree(first)
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         nv.nvmlGpmSampleGet(device, first)

@@ -108,7 +108,7 @@ def test_a_healthy_node_is_all_ok_with_its_layout_free_slices_and_no_red(
 def test_an_xid_48_with_ecc_errors_and_a_reset_request_shows_on_the_instance_and_the_gpu(
     exporter: Service, tmp_path: Path
 ) -> None:
-    post(exporter, "/api/sim/xid", {"gpu": 1, "gpu_instance_id": 2, "xid": 48})
+    post(exporter, "/api/sim/xid", {"gpu": 1, "gpu_instance_id": 7, "xid": 48})
     post(exporter, "/api/sim/ecc", {"gpu": 1, "uncorrected": True, "count": 2})
     post(exporter, "/api/sim/recovery", {"gpu": 1, "action": "gpu_reset"})
     wait_for(lambda: len(events(exporter)) >= 4 or None, TIMEOUT_S, what="the four events")
@@ -125,17 +125,17 @@ def test_an_xid_48_with_ecc_errors_and_a_reset_request_shows_on_the_instance_and
     ecc = card.one("li", data_fact="ECC")
     assert ecc.attrs["data-level"] == "ticket"
     assert "2 uncorrected" in ecc.text
-    # The badge sits on GPU instance 2, in the strip and in its table row, and nowhere else.
-    badged = card.one(class_="strip").one(data_gi="2")
+    # The badge sits on GPU instance 7, in the strip and in its table row, and nowhere else.
+    badged = card.one(class_="strip").one(data_gi="7")
     assert "XID 48" in badged.one(data_badge="page").text
     assert len(card.one(class_="strip").all(data_badge="")) == 1
-    assert card.one("tr", data_row_gi="2").all(data_badge="page")
+    assert card.one("tr", data_row_gi="7").all(data_badge="page")
     assert not gpu(page.dom, 0).all(data_badge="")
     # The newest events first: the XID with its mnemonic and our severity.
     table = page.dom.one("table", data_events="")
     lines = [[td.text for td in row.all("td")] for row in table.all("tr")[1:]]
     xid = next(line for line in lines if line[3] == "XID 48")
-    assert xid[1:3] == ["1", "2"]
+    assert xid[1:3] == ["1", "7"]
     assert xid[4:6] == ["ROBUST_CHANNEL_GPU_ECC_DBE", "page"]
     assert sum(line[3] == "ECC uncorrected" for line in lines) == 2
     assert any(line[3] == "recovery action" and line[4] == "gpu_reset" for line in lines)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 20.0
-XID_SELECTOR = 'nvidia_gpu_xid_errors_total{gpu="1",gpu_instance_id="2",xid="48"}'
+XID_SELECTOR = 'nvidia_gpu_xid_errors_total{gpu="1",gpu_instance_id="7",xid="48"}'
 INSTANCE_MEMORY = "nvidia_gpu_instance_memory_used_bytes"
 
 
@@ -40,7 +40,7 @@ def backend_up(query: Query) -> list[tuple[str, float]]:
 
 def test_host_engine_loss_and_recovery(exporter: Service, query: Query) -> None:
     """Down: backend_up 0, instance series gone, not ready. Up again: all back, counts kept."""
-    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 2, "xid": 48})
+    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 7, "xid": 48})
     assert 200 <= reply.status < 300, reply.body[:500]
     wait_for(lambda: query(XID_SELECTOR), TIMEOUT_S, what=XID_SELECTOR)
     instances = wait_for(lambda: query(INSTANCE_MEMORY), TIMEOUT_S, what=INSTANCE_MEMORY)
@@ -78,7 +78,7 @@ def test_host_engine_loss_and_recovery(exporter: Service, query: Query) -> None:
     )
     assert exporter.get("/-/ready").status == 200
     assert [s.value for s in query(XID_SELECTOR)] == [1.0]
-    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 2, "xid": 48})
+    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 7, "xid": 48})
     assert 200 <= reply.status < 300, reply.body[:500]
     wait_for(
         lambda: query(XID_SELECTOR),

@@ -188,7 +188,7 @@ steps:
   - at: 1
     claim: {gpu: 1, pod: infer-0, claim: whole-gpu, namespace: team-c}
   - at: 1
-    claim: {gpu: 0, gpu_instance_id: 1, pod: static-0, claim: static-gpu, namespace: team-c}
+    claim: {gpu: 0, gpu_instance_id: 2, pod: static-0, claim: static-gpu, namespace: team-c}
   - at: 4
     release: {claim: trainer-gpu, namespace: team-c}
 """,

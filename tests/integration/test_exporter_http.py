@@ -100,8 +100,8 @@ def test_health_readiness_and_landing_page(exporter: Service) -> None:
 
 
 def test_events_api_lists_an_injected_xid(exporter: Service) -> None:
-    """An XID injected on GPU 1 GI 3 CI 0 appears in /api/events with where it happened."""
-    body = {"gpu": 1, "gpu_instance_id": 3, "compute_instance_id": 0, "xid": 31, "count": 1}
+    """An XID injected on GPU 1 GI 8 CI 0 appears in /api/events with where it happened."""
+    body = {"gpu": 1, "gpu_instance_id": 8, "compute_instance_id": 0, "xid": 31, "count": 1}
     reply = exporter.post("/api/sim/xid", body)
     assert 200 <= reply.status < 300, reply.body[:500]
 
@@ -112,7 +112,7 @@ def test_events_api_lists_an_injected_xid(exporter: Service) -> None:
             event
             for event in events
             if event.get("xid") == 31 and str(event.get("gpu")) == "1"
-            and event.get("gpu_instance_id") == 3 and event.get("compute_instance_id") == 0
+            and event.get("gpu_instance_id") == 8 and event.get("compute_instance_id") == 0
         ]  # fmt: skip
 
     found = wait_for(matching, EVENT_TIMEOUT_S, what="the injected XID 31 in /api/events")
@@ -149,7 +149,7 @@ def xid_count(exporter: Service, gpu: str, xid: str, gi: str = "", ci: str = "")
 def test_an_xid_storm_is_counted_exactly_while_scrapes_go_on(exporter: Service) -> None:
     """10,000 XIDs in one injection: exactly 10,000 counted, every scrape answered meanwhile,
     and /api/events stays bounded at its 1,000 newest."""
-    before = xid_count(exporter, "1", "13", "3", "0")
+    before = xid_count(exporter, "1", "13", "8", "0")
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -162,25 +162,25 @@ def test_an_xid_storm_is_counted_exactly_while_scrapes_go_on(exporter: Service) 
     scraper = threading.Thread(target=scrape)
     scraper.start()
     try:
-        body = {"gpu": 1, "gpu_instance_id": 3, "compute_instance_id": 0, "xid": 13}
+        body = {"gpu": 1, "gpu_instance_id": 8, "compute_instance_id": 0, "xid": 13}
         reply = exporter.post("/api/sim/xid", {**body, "count": STORM})
         assert 200 <= reply.status < 300, reply.body[:500]
         wait_for(
-            lambda: xid_count(exporter, "1", "13", "3", "0"),
+            lambda: xid_count(exporter, "1", "13", "8", "0"),
             EVENT_TIMEOUT_S,
             until=lambda n: n >= before + STORM,
-            what=f"{STORM} more XID 13 on GPU 1 GI 3 CI 0",
+            what=f"{STORM} more XID 13 on GPU 1 GI 8 CI 0",
         )
     finally:
         stop.set()
         scraper.join(EVENT_TIMEOUT_S)
-    assert xid_count(exporter, "1", "13", "3", "0") == before + STORM  # not one more
+    assert xid_count(exporter, "1", "13", "8", "0") == before + STORM  # not one more
     assert statuses
     assert set(statuses) == {200}
     events = exporter.get("/api/events").json()
     assert len(events) == RECENT_EVENTS
     assert {(e["xid"], e["gpu_instance_id"], e["action"]) for e in events} == {
-        (13, 3, "RESTART_APP")
+        (13, 8, "RESTART_APP")
     }
 
 

@@ -105,10 +105,10 @@ def test_xid_48_and_a_burst_of_xid_43_page_and_a_single_xid_43_opens_a_ticket(
         (gpu["index"], gi["id"]): gi["profile"] for gpu in gpus for gi in gpu["gpu_instances"]
     }
     injected = time.monotonic()
-    _inject(exporter, 0, 1, 48)
+    _inject(exporter, 0, 2, 48)  # the 3g.40gb
     for _ in range(alerts.XID43_BURST):
         _inject(exporter, 1, 2, 43)
-    _inject(exporter, 0, 2, 43)
+    _inject(exporter, 0, 3, 43)  # the 2g.20gb
 
     pages = wait_for(
         lambda: (
@@ -128,25 +128,25 @@ def test_xid_48_and_a_burst_of_xid_43_page_and_a_single_xid_43_opens_a_ticket(
         assert labels["gpu_uuid"] == gpus[gpu]["uuid"]
         assert labels["profile"] == profiles[gpu, gi]
         assert labels["severity"] == "critical"
-        expected = (0, 1, "48") if labels["alertname"] == "MigXid48DoubleBitEcc" else (1, 2, "43")
+        expected = (0, 2, "48") if labels["alertname"] == "MigXid48DoubleBitEcc" else (1, 2, "43")
         assert (gpu, gi, labels["xid"]) == expected
     tickets = wait_for(
         lambda: _firing(receiver, "MigXid43GpuStoppedProcessing", "ticket"),
         PAGE_TIMEOUT_S,
         until=lambda seen: any(
-            a["labels"]["gpu_instance_id"] == "2" and a["labels"]["gpu"] == "0" for _, a in seen
+            a["labels"]["gpu_instance_id"] == "3" and a["labels"]["gpu"] == "0" for _, a in seen
         ),
         what="the single XID 43's ticket",
     )
     single = [
-        a for _, a in tickets if (a["labels"]["gpu"], a["labels"]["gpu_instance_id"]) == ("0", "2")
+        a for _, a in tickets if (a["labels"]["gpu"], a["labels"]["gpu_instance_id"]) == ("0", "3")
     ]
     assert single[0]["labels"]["severity"] == "warning"
     # Nothing about the single XID 43 reached the pager.
     assert not [
         a
         for _, a in receiver.alerts("pager")
-        if (a["labels"].get("gpu"), a["labels"].get("gpu_instance_id")) == ("0", "2")
+        if (a["labels"].get("gpu"), a["labels"].get("gpu_instance_id")) == ("0", "3")
     ]
     latency = {a["labels"]["alertname"]: round(at - injected, 3) for at, a in pages}
     print(f"injection to page: {json.dumps(latency)}")  # noqa: T201

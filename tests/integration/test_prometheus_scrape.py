@@ -199,12 +199,12 @@ def test_impossible_mig_layout_is_refused(exporter: Service) -> None:
 
 
 def test_injected_xid_is_counted_once(exporter: Service, query: Query) -> None:
-    """One XID 48 on GPU 1 GI 2 shows as 1 in Prometheus and stays 1 over later scrapes."""
+    """One XID 48 on GPU 1 GI 7 shows as 1 in Prometheus and stays 1 over later scrapes."""
     gpu_uuid = next(g["uuid"] for g in sim_fleet(exporter) if g["index"] == 1)
-    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 2, "xid": 48})
+    reply = exporter.post("/api/sim/xid", {"gpu": 1, "gpu_instance_id": 7, "xid": 48})
     assert 200 <= reply.status < 300, reply.body[:500]
 
-    selector = 'nvidia_gpu_xid_errors_total{gpu="1",gpu_instance_id="2",xid="48"}'
+    selector = 'nvidia_gpu_xid_errors_total{gpu="1",gpu_instance_id="7",xid="48"}'
     (sample,) = wait_for(lambda: query(selector), SERIES_TIMEOUT_S, what=selector)
     assert sample.value == 1
     assert sample.labels["gpu_uuid"] == gpu_uuid

@@ -323,7 +323,7 @@ def test_xid_48_pages_through_alertmanager(
     """An XID 48 on a GPU instance pages, with its labels, and vmalert writes the alert's state
     back to VictoriaMetrics (the way recorded series go)."""
     gpus = sim_fleet(node)
-    gpu, gpu_instance_id = 0, 1
+    gpu, gpu_instance_id = 0, 2  # the 3g.40gb
     profile = next(
         gi["profile"] for gi in gpus[gpu]["gpu_instances"] if gi["id"] == gpu_instance_id
     )

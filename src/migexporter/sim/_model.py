@@ -132,6 +132,9 @@ class SimGpu:
     # /dev/nvidia<minor>: the driver numbers GPUs in probe order, which on the usual systems is
     # the PCI order NVML indexes them in too; None means the index.
     minor: int | None = None
+    # Whether the driver numbers this GPU's two memory halves the other way round
+    # (_placement.gpu_instance_id); fixed per GPU, as on real ones.
+    halves_swapped: bool = False
     pcie_replays: int = 0  # nvmlDeviceGetPcieReplayCounter
     # Integrals since creation, over fleet time: energy, and time spent power-capped or
     # thermally slowed down (NVML's violation counters).

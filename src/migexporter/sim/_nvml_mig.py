@@ -167,7 +167,7 @@ class MigCalls(Session):
             return ctypes.pointer(gi.handle)
 
     def nvmlDeviceCreateGpuInstance(self, device: Any, profileId: int) -> Any:
-        """Create a GPU instance where the driver chooses (highest free start)."""
+        """Create a GPU instance where the driver chooses (_placement.preferred)."""
         return self._create_gpu_instance(device, profileId, None)
 
     def nvmlDeviceCreateGpuInstanceWithPlacement(

@@ -26,19 +26,44 @@ def _within_limits(model: GpuModel, profiles: Iterable[GiProfile]) -> bool:
     return sum(p.slices for p in chosen) <= model.compute_slices
 
 
+# The order in which the driver tries placement starts when it picks one itself
+# (docs/facts/mig-gpu-instance-ids.md). On 8 memory slices, seven 1g.5gb created one by one on
+# an A100 landed at 6, 4, 5, 0, 1, 2, 3 (rapidsai/dask-cuda#583); a profile with fewer starts
+# takes them in the same order (3g: 4 then 0, as NVIDIA's examples show; 2g: 4, 0, 2). On an
+# A30's 4 memory slices, 1g.6gb instances created one by one landed at 0, 1, 2, 3.
+_START_ORDER = {8: (6, 4, 5, 0, 1, 2, 3), 4: (0, 1, 2, 3)}
+
+
+def preferred(model: GpuModel, profile: GiProfile) -> list[Placement]:
+    """Every placement of ``profile``, in the order the driver tries them."""
+    order = _START_ORDER[model.memory_slices]
+    return sorted(profile.placements, key=lambda pl: order.index(pl.start))
+
+
+def gpu_instance_id(model: GpuModel, placement: Placement, halves_swapped: bool) -> int:
+    """The id the driver gives a GPU instance at ``placement``.
+
+    The memory slices form a binary tree, numbered from 0 at the root level by level: the whole
+    GPU is 0, its halves 1 and 2, the quarters 3 to 6, single slices 7 to 14 (on 4 memory
+    slices: 0, 1-2, 3-6). An instance's id is its node's number. Some GPUs number their two
+    halves the other way round: on them a start is read with its top bit flipped. Two H100s of
+    one host showed both (NVIDIA/DCGM#138: 3g.40gb at 4:4 is id 2 on one, 1 on the other).
+    """
+    slots = model.memory_slices
+    start = placement.start ^ (slots // 2) if halves_swapped else placement.start
+    return slots // placement.size - 1 + start // placement.size
+
+
 def candidates(
     model: GpuModel, existing: Sequence[Occupant], profile: GiProfile
 ) -> list[Placement]:
-    """Free placements for one more ``profile`` instance, in the order the driver tries them.
-
-    Descending start: NVIDIA's examples show the first 3g instance of an empty GPU at 4:4.
-    """
+    """Free placements for one more ``profile`` instance, in the order the driver tries them."""
     if not _within_limits(model, [*(p for p, _ in existing), profile]):
         return []
     used = 0
     for _, placement in existing:
         used |= _mask(placement)
-    return [pl for pl in reversed(profile.placements) if not used & _mask(pl)]
+    return [pl for pl in preferred(model, profile) if not used & _mask(pl)]
 
 
 def plan(
@@ -46,8 +71,8 @@ def plan(
 ) -> list[Placement] | None:
     """Placements for all of ``profiles`` besides ``existing``, or None when they cannot fit.
 
-    Backtracking in the given profile order, trying each profile's placements in descending
-    start order, so a layout the driver would take one instance at a time gets the same
+    Backtracking in the given profile order, trying each profile's placements in the driver's
+    order, so a layout the driver would take one instance at a time gets the same
     placements, and one that only fits in another arrangement is still found.
     """
     if not _within_limits(model, [*(p for p, _ in existing), *profiles]):
@@ -62,7 +87,7 @@ def plan(
             return []
         if (position, occupied) in dead_ends:
             return None
-        for placement in reversed(profiles[position].placements):
+        for placement in preferred(model, profiles[position]):
             if occupied & _mask(placement):
                 continue
             rest = place(position + 1, occupied | _mask(placement))

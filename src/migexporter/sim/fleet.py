@@ -168,6 +168,9 @@ class Fleet:
             created=self.now(),
             energy_offset_mj=self._rng.randrange(10**6, 10**9),
             temperature_offset_c=self._rng.uniform(0.0, 3.0),
+            # No evidence says which GPUs swap their halves (both kinds sat in one host, and
+            # on A30s none did): taken from the UUID, so that a fleet has both.
+            halves_swapped=spec.model.memory_slices == 8 and int(uuid[len("GPU-")], 16) % 2 == 1,
         )
         self.register(gpu.device, gpu, "device")
         return gpu
@@ -263,7 +266,7 @@ class Fleet:
         if placement is None or placement not in free:
             raise _nvml_error(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
         self.advance(gpu)
-        gi_id = next(i for i in itertools.count(1) if i not in gpu.gpu_instances)
+        gi_id = _placement.gpu_instance_id(gpu.model, placement, gpu.halves_swapped)
         gi = SimGpuInstance(gpu, gi_id, profile, placement)
         gpu.gpu_instances[gi_id] = gi
         self.register(gi.handle, gi, "gpu_instance")
