@@ -368,9 +368,105 @@ A30_24GB = GpuModel(
     ),
 )  # fmt: skip
 
-MODELS: dict[str, GpuModel] = {
-    m.key: m for m in (A100_40GB, A100_80GB, H100_80GB, H200_141GB, A30_24GB)
-}
+# H100 NVL (94GB HBM3, PCIe card with NVLink bridges). Profile table: `nvidia-smi mig -lgip` and
+# `-lgipp` on driver 560.35.03 in github.com/AlizeeChen11/mig-and-mps mig/README.md (commit
+# 2f33226, lines 25-68); the same lgip rows are in NVIDIA/gpu-operator commit eee03d4b ("[H100
+# NVL]update all-balanced MIG config"). MB: that README's MIG devices print 11008 / 22144 /
+# 47488 MiB for 1g.12gb / 1g.24gb / 3g.47gb (lines 99-105); 2g and 4g equal 1g.24gb and 3g as
+# lgip shows the same GiB. 7g.94gb's 95360 is inferred from "93.12" GiB (93.125 x 1024).
+# Other drivers print other sizes (10.62 / 21.50 / 46.12 / 92.62 GiB in OpenNebula's docs).
+H100_NVL = GpuModel(
+    key="h100-nvl",
+    product="NVIDIA H100 NVL",  # nvidia-smi in mig-and-mps mig/README.md line 87
+    # pci.ids "2321 GH100 [H100L 94GB]" (NVIDIA/go-nvlib pkg/pciids/default_pci.ids); mig-parted
+    # deployments/systemd/config-default.yaml filters "H100 NVL, H800 NVL" by 0x232110DE
+    pci_device_id=0x232110DE,
+    memory_mib=95830,  # nvidia-smi "95830MiB" (mig-and-mps mig/README.md line 88)
+    sms=132,  # 7g.94gb row: SM 132; CUDA multiProcessorCount 132 (caps-tum/mt4g, below)
+    compute_slices=7,
+    memory_slices=8,
+    # caps-tum/mt4g sample_results/NVIDIA H100 NVL/README.md: clockRate 1785000 kHz,
+    # memoryClockRate 2619000 kHz
+    sm_clock_mhz=1785,
+    idle_sm_clock_mhz=345,  # UNCONFIRMED: as on H100 80GB
+    mem_clock_mhz=2619,
+    power_limit_w=400,  # nvidia-smi "62W /  400W" (mig-and-mps mig/README.md line 88)
+    idle_power_w=62,  # the same line, idle in P0; other captures show 60-65 W
+    gpm=True,
+    # UNCONFIRMED: 12 links = 600 GB/s both ways (the NVLink-bridge figure third-party spec pages
+    # quote) at 50 GB/s both ways per NVLink 4 link (H100 SXM: 18 links, 900 GB/s)
+    nvlinks=12,
+    pcie_bytes_per_s=_PCIE_GEN5_X16,  # PCIe Gen5 x16 card (gpu.blog, aiminingco spec pages)
+    nvlink_bytes_per_s=300e9,
+    encoders=0,  # lgip ENC column 0 on every profile, 7g.94gb included
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
+    profiles=(
+        GiProfile(_1, 19, "1g.12gb", 1, 7, 16, 1, 1, 1, 0, 11008, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.12gb+me", 1, 1, 16, 1, 1, 1, 1, 11008, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.24gb", 1, 4, 26, 1, 1, 1, 0, 22144, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.24gb", 2, 3, 32, 2, 2, 2, 0, 22144, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.47gb", 3, 2, 60, 3, 3, 3, 0, 47488, (0, 4), 4),
+        GiProfile(_4, 5, "4g.47gb", 4, 1, 64, 4, 4, 4, 0, 47488, (0,), 4),
+        GiProfile(_7, 0, "7g.94gb", 7, 1, 132, 8, 7, 7, 1, 95360, (0,), 8),
+    ),
+)  # fmt: skip
+
+# GH200 with 96GB HBM3 ("GH200 480GB": 480GB is the Grace memory). Profile table: `nvidia-smi mig
+# -lgip` in github.com/kf-cuanschutz/NVIDIA_Grace_Hopper_benchmarking_logs_, file
+# Daily_installs_loggings/Lessons_learned_from_the_slurm_MIG_installation_July_27th_.md, lines
+# 40-67 (driver 550.54.15 per Experiments/nvbandwidth+perf_072424.md of the same host): 11.00 /
+# 23.00 / 46.50 / 93.00 GiB, so 11264 / 23552 / 47616 / 95232 MB. No -lgipp capture: the
+# placements are the standard 8-slice ones (UNCONFIRMED for this model).
+GH200_96GB = GpuModel(
+    key="gh200-96gb",
+    # nvidia-smi -L in that repo (Daily_installs_loggings/July_27th_2024_.md line 69), and
+    # nvidia-smi in github.com/hu-po/warp-ik docs/specs/arm-gh200.md
+    product="NVIDIA GH200 480GB",
+    # pci.ids "2342 GH100 [GH200 120GB / 480GB]" (NVIDIA/go-nvlib); NVIDIA/gpu-operator commit
+    # 6f7e6b0d ("Update device-id of GH200-480GB for MIG configuration") adds 0x234210DE
+    pci_device_id=0x234210DE,
+    memory_mib=97871,  # nvidia-smi "97871MiB" (warp-ik docs/specs/arm-gh200.md, driver 570.124.06)
+    sms=132,  # 7g.96gb row: SM 132; warp-ik "Number of multiprocessors: 132"
+    compute_slices=7,
+    memory_slices=8,
+    # warp-ik: "Clock rate: 1.98GHz", "Peak memory clock frequency: 2.62GHz"; OpenCL-Benchmark
+    # "132 at 1980 MHz" (github.com/mredenti/PowerCapping configuration/OpenCL_benchmark.md).
+    # 2619 (not 2620) is UNCONFIRMED: assumed equal to H100's HBM3 clock.
+    sm_clock_mhz=1980,
+    idle_sm_clock_mhz=345,  # UNCONFIRMED: as on H100 80GB
+    mem_clock_mhz=2619,
+    # nvidia-smi "86W /  700W" (warp-ik); other GH200 hosts print a 900 W cap: the module's power
+    # is shared with Grace and configurable, so the GPU's limit varies by system
+    power_limit_w=700,
+    idle_power_w=86,  # the same line, idle in P0
+    gpm=True,
+    # UNCONFIRMED: a one-superchip server has no NVLink peer GPU; the NVLink-C2C to Grace is
+    # not modelled as NVLink links
+    nvlinks=0,
+    # UNCONFIRMED: the GPU reaches Grace over NVLink-C2C, not PCIe; the nominal Gen5 x16 value
+    # only keeps the simulated PCIe counters in a plausible range
+    pcie_bytes_per_s=_PCIE_GEN5_X16,
+    nvlink_bytes_per_s=0.0,
+    encoders=0,  # lgip ENC column 0 on every profile, 7g.96gb included
+    slowdown_temp_c=_SLOWDOWN_TEMP_C,
+    profiles=(
+        GiProfile(_1, 19, "1g.12gb", 1, 7, 16, 1, 1, 1, 0, 11264, _SEVEN, 1),
+        GiProfile(_1R1, 20, "1g.12gb+me", 1, 1, 16, 1, 1, 1, 1, 11264, _SEVEN, 1),
+        GiProfile(_1R2, 15, "1g.24gb", 1, 4, 26, 1, 1, 1, 0, 23552, (0, 2, 4, 6), 2),
+        GiProfile(_2, 14, "2g.24gb", 2, 3, 32, 2, 2, 2, 0, 23552, (0, 2, 4), 2),
+        GiProfile(_3, 9, "3g.48gb", 3, 2, 60, 3, 3, 3, 0, 47616, (0, 4), 4),
+        GiProfile(_4, 5, "4g.48gb", 4, 1, 64, 4, 4, 4, 0, 47616, (0,), 4),
+        GiProfile(_7, 0, "7g.96gb", 7, 1, 132, 8, 7, 7, 1, 95232, (0,), 8),
+    ),
+)  # fmt: skip
+
+# Not modelled, for want of a source for their whole profile table (docs/facts/
+# mig-profiles-new-models.md): H20, H200 NVL, GH200 144GB HBM3e, B200. For the last two the
+# public `-lgip` captures that could be read stop after the 2g row (B200: mig-parted PRs #166
+# and #187; GH200 144GB: mig-parted PR #139), so the 3g, 4g and 7g rows are unsourced.
+
+_ALL_MODELS = (A100_40GB, A100_80GB, H100_80GB, H200_141GB, A30_24GB, H100_NVL, GH200_96GB)
+MODELS: dict[str, GpuModel] = {m.key: m for m in _ALL_MODELS}
 
 
 def model(key: str) -> GpuModel:
