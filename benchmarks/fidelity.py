@@ -36,6 +36,7 @@ import pynvml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's simulator
 
 from migexporter.sim import FakeNvml, Fleet
+from migexporter.sim.profiles import MODELS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,14 +60,18 @@ NEEDS_AN_INSTANCE = (
 # real one idles, so whether a load-dependent value is zero differs by nature.
 _LOAD = "the real GPU is idle, the simulated one runs its workload (values differ by nature)"
 _NVLINK = (
-    "this H200 sits alone in a pass-through VM, where the driver answers NOT_SUPPORTED for "
-    "NVLink; the simulated H200 has the 18 links of an HGX board, which the exporter must "
-    "handle too"
+    "the measured GPUs (an H200 and an H100) sat alone in pass-through VMs, where the driver "
+    "answers NOT_SUPPORTED for NVLink; the simulated GPU has the links of an HGX board, which "
+    "the exporter must handle too"
 )
 EXPLAINED: dict[str, str] = {
     "nvmlDeviceGetPciInfo(gpu)": (
-        "the PCI address differs by nature: this VM puts the GPU at 00:06.0 (bus 0, device 6), "
-        "the simulator each GPU at device 0 of its own bus"
+        "the PCI address differs by nature: the measured VMs put the GPU at 00:06.0 (bus 0, "
+        "device 6), the simulator each GPU at device 0 of its own bus"
+    ),
+    "nvmlDeviceGetFieldValues(gpu, [NVML_FI_DEV_PCIE_REPLAY_COUNTER])": (
+        "PCIe replays differ by nature: a real link may have replayed since the driver loaded, "
+        "the simulated counter counts only injected replays"
     ),
     "nvmlDeviceGetUtilizationRates(gpu)": _LOAD,
     "nvmlDeviceGetMemoryInfo(gpu, version=nvmlMemory_v2)": _LOAD + ": used memory",
@@ -82,6 +87,10 @@ EXPLAINED: dict[str, str] = {
     "nvmlDeviceGetFieldValues(gpu, [(NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS)])": _NVLINK,
     "nvmlDeviceGetFieldValues(gpu, [(NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS)])": _NVLINK,
     "nvmlDeviceGetFieldValues(gpu, [NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX])": _NVLINK,
+    "nvmlDeviceGetComputeRunningProcesses(gpu)": (
+        _LOAD + ": the simulated workload is a process holding memory"
+    ),
+    "nvmlDeviceGetProcessUtilization(gpu, 0)": _LOAD + ": a busy process has samples",
 }
 
 
@@ -133,6 +142,38 @@ def _metrics(c: Context, ids: tuple[int, ...]) -> Any:
     for position, metric in enumerate(ids):
         request.metrics[position].metricId = metric
     return c.lib.nvmlGpmMetricsGet(request).metrics[: len(ids)]
+
+
+def _lookup_and_utilization_calls() -> list[Call]:
+    """Process utilization since 0 and since now, and handles by the GPU's own PCI bus id in
+    each form nvml.h lists, and by an address no GPU has."""
+    calls = [
+        Call(
+            f"nvmlDeviceGetProcessUtilization(gpu, {since})",
+            lambda c, s=since: c.lib.nvmlDeviceGetProcessUtilization(
+                c.gpu, 0 if s == "0" else time.time_ns() // 1000
+            ),
+        )
+        for since in ("0", "now")
+    ]
+    bus_ids: dict[str, Callable[[str], str]] = {
+        "busId": lambda bus_id: bus_id,
+        "busId[4:]": lambda bus_id: bus_id[4:],
+        "bus:device.function": lambda bus_id: bus_id.split(":", 1)[1],
+        "domain:bus:device": lambda bus_id: bus_id.rsplit(".", 1)[0],
+        "lowercase": lambda bus_id: bus_id.lower(),
+        "unknown": lambda _: "0000:FF:1F.7",
+    }
+    calls += [
+        Call(
+            f"nvmlDeviceGetHandleByPciBusId({form})",
+            lambda c, m=make: c.lib.nvmlDeviceGetHandleByPciBusId(
+                m(str(c.lib.nvmlDeviceGetPciInfo(c.gpu).busId))
+            ),
+        )
+        for form, make in bus_ids.items()
+    ]
+    return calls
 
 
 def _calls() -> list[Call]:
@@ -192,7 +233,12 @@ def _calls() -> list[Call]:
         "nvmlDeviceGetBAR1MemoryInfo",
         "nvmlDeviceGetComputeRunningProcesses",
         "nvmlDeviceGetGraphicsRunningProcesses",
+        "nvmlDeviceGetMPSComputeRunningProcesses",
         "nvmlDeviceGetDriverModel",
+        "nvmlDeviceGetCurrentDriverModel",
+        "nvmlDeviceGetPendingDriverModel",
+        "nvmlDeviceGetDisplayMode",
+        "nvmlDeviceGetSerial",
     )
     calls += [Call(f"{name}(gpu)", lambda c, f=name: getattr(c.lib, f)(c.gpu)) for name in simple]
     calls.append(
@@ -201,6 +247,7 @@ def _calls() -> list[Call]:
             lambda c: c.lib.nvmlDeviceGetMemoryInfo(c.gpu, version=n.nvmlMemory_v2),
         )
     )
+    calls += _lookup_and_utilization_calls()
     for clock in ("GRAPHICS", "SM", "MEM", "VIDEO", "COUNT"):
         value = getattr(n, f"NVML_CLOCK_{clock}")
         calls += [
@@ -523,7 +570,9 @@ def open_library(lib: Any) -> Context:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="h200-141gb", help="the simulated GPU model's key")
+    parser.add_argument(
+        "--model", help="the simulated GPU model's key (default: the model named as GPU 0 is)"
+    )
     parser.add_argument(
         "--against-simulator",
         action="store_true",
@@ -531,8 +580,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     faulthandler.enable()  # a call that crashes the real library names itself
-    simulated = open_library(FakeNvml(Fleet.from_spec(args.model)))
     if args.against_simulator:
+        args.model = args.model or "h200-141gb"
         real = open_library(FakeNvml(Fleet.from_spec(args.model)))
     else:
         try:
@@ -540,6 +589,16 @@ def main() -> int:
         except pynvml.NVMLError as error:
             print(f"fidelity: no NVIDIA driver here ({error})", file=sys.stderr)
             return CANNOT_RUN
+    if args.model is None:
+        name = str(real.lib.nvmlDeviceGetName(real.gpu))
+        args.model = next((m.key for m in MODELS.values() if m.product == name), None)
+        if args.model is None:
+            print(
+                f"fidelity: no simulated model is a {name}; choose one with --model",
+                file=sys.stderr,
+            )
+            return CANNOT_RUN
+    simulated = open_library(FakeNvml(Fleet.from_spec(args.model)))
     mig_mode = list(real.lib.nvmlDeviceGetMigMode(real.gpu))
     if mig_mode[0] != pynvml.NVML_DEVICE_MIG_DISABLE:
         print(

@@ -6,15 +6,20 @@ library API and gpustat), each run in a child process where ``import pynvml`` gi
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import json
+import re
 import subprocess
 import sys
 import textwrap
 import types
+from typing import Any
 
 import pynvml
 import pytest
 
+from manual_clock import ManualClock
 from migexporter.sim import FakeNvml, Fleet
 from migexporter.sim.pynvml_module import SimulatorFunctionNotFound, build, library_functions
 
@@ -66,11 +71,11 @@ def test_a_function_the_fake_lacks_raises_function_not_found_naming_it(
     module.nvmlInit()
     device = module.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(pynvml.NVMLError_FunctionNotFound) as caught:
-        module.nvmlDeviceGetSerial(device)
+        module.nvmlDeviceGetVbiosVersion(device)
     assert caught.value.value == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
-    assert "nvmlDeviceGetSerial" in str(caught.value)
-    with pytest.raises(SimulatorFunctionNotFound, match="nvmlDeviceGetSerial_v2"):
-        module._nvmlGetFunctionPointer("nvmlDeviceGetSerial_v2")
+    assert "nvmlDeviceGetVbiosVersion" in str(caught.value)
+    with pytest.raises(SimulatorFunctionNotFound, match="nvmlDeviceGetVbiosVersion_v2"):
+        module._nvmlGetFunctionPointer("nvmlDeviceGetVbiosVersion_v2")
 
 
 def test_nothing_reaches_the_real_library(
@@ -88,7 +93,7 @@ def test_nothing_reaches_the_real_library(
     assert {
         "nvmlDeviceGetFanSpeed",
         "nvmlSystemGetCudaDriverVersion",
-        "nvmlDeviceGetSerial",  # behind pynvml's convertStrBytes decorator
+        "nvmlDeviceGetVbiosVersion",  # behind pynvml's convertStrBytes decorator
         "_LoadNvmlLibrary",
     } <= reaching
     module.nvmlInit()
@@ -126,12 +131,106 @@ def test_c_entry_points_write_through_the_callers_pointers(module: types.ModuleT
     ]
 
 
-def _run(program: str) -> subprocess.CompletedProcess[str]:
-    """``program`` in a child Python whose ``pynvml`` is the module over FLEET."""
+class _ProcessInfoV1(ctypes.Structure):
+    """nvml.h's nvmlProcessInfo_v1_t: what the unversioned C functions fill."""
+
+    _fields_ = (("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong))
+
+
+def _processes(entries: Any, count: int) -> list[tuple[int, ...]]:
+    """The first ``count`` process entries as (pid, memory, GI id, CI id)."""
+    return [(e.pid, e.usedGpuMemory, e.gpuInstanceId, e.computeInstanceId) for e in entries[:count]]
+
+
+def test_process_lists_follow_the_c_protocol() -> None:
+    """Count in, count out; INSUFFICIENT_SIZE with the count needed; each version's layout."""
+    module = build(FakeNvml(Fleet.from_spec(FLEET, clock=ManualClock())))
+    module.nvmlInit()
+    parent = module.nvmlDeviceGetHandleByIndex(0)  # three MIG devices, three processes
+    expected = _processes(module.nvmlDeviceGetComputeRunningProcesses(parent), 3)
+    assert len(expected) == 3
+    for version in ("_v2", "_v3"):
+        entry = module._nvmlGetFunctionPointer(f"nvmlDeviceGetComputeRunningProcesses{version}")
+        count = ctypes.c_uint(0)
+        assert entry(parent, ctypes.byref(count), None) == pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+        assert count.value == 3
+        short = (pynvml.c_nvmlProcessInfo_v2_t * 2)()
+        count.value = 2
+        assert entry(parent, ctypes.byref(count), short) == pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+        assert count.value == 3
+        room = (pynvml.c_nvmlProcessInfo_v2_t * 5)()
+        count.value = 5
+        assert entry(parent, ctypes.byref(count), room) == pynvml.NVML_SUCCESS
+        assert count.value == 3
+        assert _processes(room, count.value) == expected
+    legacy = (_ProcessInfoV1 * 3)()
+    count = ctypes.c_uint(3)
+    entry = module._nvmlGetFunctionPointer("nvmlDeviceGetComputeRunningProcesses")
+    assert entry(parent, ctypes.byref(count), legacy) == pynvml.NVML_SUCCESS
+    assert [(e.pid, e.usedGpuMemory) for e in legacy] == [p[:2] for p in expected]
+    for kind in ("Graphics", "MPSCompute"):  # none: SUCCESS and a count of 0 at once
+        entry = module._nvmlGetFunctionPointer(f"nvmlDeviceGet{kind}RunningProcesses_v3")
+        count = ctypes.c_uint(0)
+        assert entry(parent, ctypes.byref(count), None) == pynvml.NVML_SUCCESS
+        assert count.value == 0
+
+
+def test_the_parents_process_list_needs_privileges_as_c_too() -> None:
+    fleet = Fleet.from_spec(FLEET)
+    module = build(FakeNvml(fleet, privileged=False))
+    module.nvmlInit()
+    entry = module._nvmlGetFunctionPointer("nvmlDeviceGetComputeRunningProcesses_v3")
+    count = ctypes.c_uint(0)
+    parent = module.nvmlDeviceGetHandleByIndex(0)
+    assert entry(parent, ctypes.byref(count), None) == pynvml.NVML_ERROR_NO_PERMISSION
+    mig = module.nvmlDeviceGetMigDeviceHandleByIndex(parent, 0)
+    assert entry(mig, ctypes.byref(count), None) == pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+    assert count.value == 1
+
+
+def test_real_pynvml_reads_through_the_c_entry_points(
+    module: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvidia-ml-py's own wrappers, run over the simulated entry points, agree with the fake."""
+    module.nvmlInit()
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer", module._nvmlGetFunctionPointer)
+    parent = module.nvmlDeviceGetHandleByIndex(0)
+    mig = module.nvmlDeviceGetMigDeviceHandleByIndex(parent, 0)
+    a100 = module.nvmlDeviceGetHandleByIndex(1)
+    for handle in (parent, mig, a100):
+        ours = module.nvmlDeviceGetComputeRunningProcesses(handle)
+        for real in (
+            pynvml.nvmlDeviceGetComputeRunningProcesses,
+            pynvml.nvmlDeviceGetComputeRunningProcesses_v2,
+        ):
+            assert [vars(p) for p in real(handle)] == [vars(p) for p in ours]
+        assert pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle) == []
+        assert pynvml.nvmlDeviceGetMPSComputeRunningProcesses(handle) == []
+    sensor = pynvml.NVML_TEMPERATURE_GPU
+    assert pynvml.nvmlDeviceGetTemperatureV(a100, sensor) == module.nvmlDeviceGetTemperature(
+        a100, sensor
+    )
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):
+        pynvml.nvmlDeviceGetTemperatureV(a100, 99)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        pynvml.nvmlDeviceGetTemperatureV(mig, sensor)
+    found = pynvml.nvmlDeviceGetHandleByPciBusId("0000:2a:00.0")
+    assert module.nvmlDeviceGetUUID(found) == module.nvmlDeviceGetUUID(a100)
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        pynvml.nvmlDeviceGetHandleByPciBusId("0000:99:00.0")
+
+
+def _run(program: str, *, frozen: bool = False) -> subprocess.CompletedProcess[str]:
+    """``program`` in a child Python whose ``pynvml`` is the module over FLEET.
+
+    ``frozen`` stops the fleet's clock at its start, so that another fleet built from FLEET
+    with the same clock answers the same load-dependent values (memory in use).
+    """
+    clock = ", clock=lambda: 0.0" if frozen else ""
     prelude = f"""
         from migexporter.sim import Fleet
         from migexporter.sim.pynvml_module import install
-        install(Fleet.from_spec({FLEET!r}))
+        install(Fleet.from_spec({FLEET!r}{clock}))
     """
     source = textwrap.dedent(prelude) + textwrap.dedent(program)
     return subprocess.run(
@@ -180,3 +279,98 @@ def test_gpustat_queries_and_prints_every_gpu() -> None:
     lines = result.stdout.splitlines()
     assert "[0] NVIDIA H100 80GB HBM3" in lines[1]
     assert "[1] NVIDIA A100-SXM4-40GB" in lines[2]
+
+
+def _expected_processes() -> list[str]:
+    """One line per process of the frozen FLEET: device UUID, pid, bytes, GI id, CI id.
+
+    As nvitop prints them: it shows the ids of a process outside MIG (0xFFFFFFFF) as N/A.
+    """
+    nv = FakeNvml(Fleet.from_spec(FLEET, clock=lambda: 0.0))
+    nv.nvmlInit()
+    shown = {0xFFFFFFFF: "N/A"}
+    return [
+        f"{nv.nvmlDeviceGetUUID(leaf)} {p.pid} {p.usedGpuMemory} "
+        f"{shown.get(p.gpuInstanceId, p.gpuInstanceId)} "
+        f"{shown.get(p.computeInstanceId, p.computeInstanceId)}"
+        for leaf in _leaves(nv)
+        for p in nv.nvmlDeviceGetComputeRunningProcesses(leaf)
+    ]
+
+
+def _leaves(nv: FakeNvml) -> list[Any]:
+    """The leaf devices, as nvitop walks them: MIG devices, or the GPU without MIG."""
+    leaves = []
+    for index in range(nv.nvmlDeviceGetCount()):
+        gpu = nv.nvmlDeviceGetHandleByIndex(index)
+        if nv.nvmlDeviceGetMigMode(gpu)[0] != pynvml.NVML_DEVICE_MIG_ENABLE:
+            leaves.append(gpu)
+            continue
+        for slot in range(nv.nvmlDeviceGetMaxMigDeviceCount(gpu)):
+            try:
+                leaves.append(nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, slot))
+            except pynvml.NVMLError_NotFound:
+                continue
+    return leaves
+
+
+def test_nvitops_devices_list_their_processes_with_gpu_memory() -> None:
+    result = _run(
+        """
+        from nvitop import Device
+        for device in Device.all():
+            leaves = device.mig_devices() if device.is_mig_mode_enabled() else [device]
+            for leaf in leaves:
+                for pid, process in sorted(leaf.processes().items()):
+                    print(leaf.uuid(), pid, process.gpu_memory(), process.gpu_instance_id(),
+                          process.compute_instance_id())
+        """,
+        frozen=True,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = _expected_processes()
+    assert result.stdout.splitlines() == expected
+    assert len(expected) == 4  # three MIG devices and the A100
+
+
+def test_nvitop_once_lists_the_processes_without_a_traceback() -> None:
+    result = _run("""
+        import sys
+        from nvitop.cli import main
+        sys.argv = ["nvitop", "--once"]
+        sys.exit(main())
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    pids = [line.split()[1] for line in _expected_processes()]
+    for pid in pids:  # a row of nvitop's process table: "│ 0:1 3277626 C ..."
+        assert re.search(rf"│ +\S+ +{pid} C ", result.stdout), result.stdout
+
+
+def test_gpustat_reports_each_gpus_processes() -> None:
+    """gpustat drops pids the host does not have (psutil.NoSuchProcess), and the simulated ones
+    exist on no host: the child hands gpustat its own process for each, to see what it reads."""
+    result = _run(
+        """
+        import json, os, psutil, gpustat
+        host_process = psutil.Process
+        psutil.Process = lambda pid: host_process(os.getpid())
+        print(json.dumps(gpustat.new_query().jsonify(), default=str))
+        """,
+        frozen=True,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    listed = {
+        gpu["uuid"]: [(p["pid"], p["gpu_memory_usage"]) for p in gpu["processes"]]
+        for gpu in report["gpus"]
+    }
+    nv = FakeNvml(Fleet.from_spec(FLEET, clock=lambda: 0.0))
+    nv.nvmlInit()
+    expected = {}
+    for index in range(nv.nvmlDeviceGetCount()):
+        gpu = nv.nvmlDeviceGetHandleByIndex(index)
+        processes = nv.nvmlDeviceGetComputeRunningProcesses(gpu)  # the parent: every MIG device's
+        expected[nv.nvmlDeviceGetUUID(gpu)] = [(p.pid, p.usedGpuMemory >> 20) for p in processes]
+    assert listed == expected
+    assert [len(processes) for processes in listed.values()] == [3, 1]

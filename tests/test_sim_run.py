@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from nvitop import bytes2human
 
-from migexporter.sim import Fleet
+from migexporter.sim import FakeNvml, Fleet
 
 FLEET = "h100-80gb:3g.40gb+1g.10gb*2,a100-40gb"
 TIMEOUT_S = 120
@@ -99,6 +99,14 @@ def test_nvitop_once_prints_every_gpu_and_mig_device() -> None:
     assert len(rows) == 3
     for row in rows:
         assert re.search(row, out), (row, out)
+    # Each MIG device's process in the process table, under the device's index.
+    nv = FakeNvml(Fleet.from_spec(FLEET))
+    nv.nvmlInit()
+    gpu = nv.nvmlDeviceGetHandleByIndex(0)
+    for index in range(3):
+        mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, index)
+        (process,) = nv.nvmlDeviceGetComputeRunningProcesses(mig)
+        assert re.search(rf"│ 0:{index} +{process.pid} C ", out), out
 
 
 # An operator destroys the MIG device in the middle (nvidia-smi mig -dci, then -dgi): NVML then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,20 @@ _MEMORY_RISE = (40 - 29) / (55 - 29)
 # The overheat fault (invented numbers): the die above the slowdown threshold, clocks cut.
 _OVERHEAT_MARGIN_C = 3
 _THERMAL_CLOCK_FRACTION = 0.7
+# Linux process ids: the kernel hands out none below RESERVED_PIDS (300) once they wrap, and
+# none at or above pid_max, 4194304 (PID_MAX_LIMIT) on 64-bit hosts as systemd sets it.
+_FIRST_PID, _PID_MAX = 300, 1 << 22
+
+
+def derived_number(uuid: str, purpose: str, count: int) -> int:
+    """A number in ``range(count)`` fixed by a UUID: stable, and unrelated across purposes."""
+    digest = hashlib.blake2b(f"{purpose}:{uuid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def simulated_pid(uuid: str) -> int:
+    """The pid of the one process a GPU or MIG device runs: fixed for the device's life."""
+    return _FIRST_PID + derived_number(uuid, "pid", _PID_MAX - _FIRST_PID)
 
 
 class GpuState(enum.Enum):
@@ -71,6 +86,20 @@ class SimComputeInstance:
         """The MIG device name: "3g.40gb", or "1c.7g.80gb" for a CI smaller than its GI."""
         return self.profile.name
 
+    @property
+    def pid(self) -> int:
+        """The simulated process running on this MIG device."""
+        return simulated_pid(self.uuid)
+
+    def memory_used_bytes(self) -> int:
+        """Its share of its GPU instance's memory in use: its footprint, weighted by its SMs.
+
+        The GPU instance's memory in use is the sum of these shares.
+        """
+        weight = sum(ci.profile.sms for ci in self.gpu_instance.compute_instances.values())
+        share = self.workload.levels[MEMORY] * self.profile.sms / weight
+        return int(self.gpu_instance.memory_bytes * 0.95 * share)
+
 
 @dataclass(eq=False)
 class SimGpuInstance:
@@ -101,8 +130,8 @@ class SimGpuInstance:
         return scale(total, 1 / weight)
 
     def memory_used_bytes(self) -> int:
-        """Memory in use: follows the workloads' footprints, never above the instance's size."""
-        return int(self.memory_bytes * 0.95 * self.levels()[MEMORY])
+        """Memory in use: its compute instances' shares, never above the instance's size."""
+        return sum(ci.memory_used_bytes() for ci in self.compute_instances.values())
 
 
 @dataclass(eq=False)
@@ -148,6 +177,16 @@ class SimGpu:
     def minor_number(self) -> int:
         """What nvmlDeviceGetMinorNumber answers."""
         return self.index if self.minor is None else self.minor
+
+    @property
+    def pid(self) -> int:
+        """The simulated process running on the GPU while MIG is disabled."""
+        return simulated_pid(self.uuid)
+
+    @property
+    def serial(self) -> str:
+        """The board's serial number: 13 stable digits (simulated, not a real board's)."""
+        return f"1{derived_number(self.uuid, 'serial', 10**12):012d}"
 
     def __post_init__(self) -> None:
         self.not_hung.set()

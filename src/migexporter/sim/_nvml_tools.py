@@ -3,23 +3,79 @@
 What the simulated GPUs answer: CUDA 13.0 for driver 580 (nvidia-smi on an H200 with 580.159.04:
 "CUDA Version: 13.0"), persistence mode on and no display, as that H200 showed; the default
 compute mode; P0; the power limit as the enforced one; no fan (datacenter boards are passively
-cooled: NOT_SUPPORTED); maximum clocks as the model's boost clocks; no running processes (the
-simulated workloads have no process ids).
+cooled: NOT_SUPPORTED); maximum clocks as the model's boost clocks; a 13-digit board serial
+derived from the GPU's UUID (simulated); no driver model (Windows only).
+
+Processes: each MIG device, and each GPU with MIG disabled, runs one compute process while its
+workload holds memory, with a pid derived from its UUID (``_model.simulated_pid``) and the
+memory its workload uses, so that a device's processes add up to the memory it reports in use
+(without the driver's reserve). No graphics processes and no MPS: the fleet runs datacenter
+compute. Per-process utilization follows the GPU's utilization rates; like those, it is not
+supported on MIG-enabled GPUs (nvml.h).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ctypes
+import re
+from typing import TYPE_CHECKING, Any
 
 import pynvml
 
 from migexporter.sim._nvml_base import Session, fail
+from migexporter.sim._workload import DECODE, DRAM, GR
+
+if TYPE_CHECKING:
+    from migexporter.sim._model import SimComputeInstance, SimGpu
 
 CUDA_DRIVER_VERSION = 13000  # what nvmlSystemGetCudaDriverVersion encodes as 1000 * 13 + 10 * 0
 MIB = 1 << 20
 BAR1_USED_BYTES = 2 * MIB  # what the driver maps for itself, as idle GPUs show
 # (major, minor) CUDA compute capability by architecture: Ampere (A100, A30) 8.0, Hopper 9.0.
 _COMPUTE_CAPABILITY = {False: (8, 0), True: (9, 0)}  # keyed by GPM support, which Hopper brought
+# gpuInstanceId and computeInstanceId of a process outside MIG: nvml.h, nvmlProcessInfo_v2_t:
+# "If MIG is enabled, stores a valid GPU instance ID. gpuInstanceId is set to 0xFFFFFFFF
+# otherwise."
+NOT_IN_MIG = 0xFFFFFFFF
+# How often the driver samples per-process utilization: an H100 under load (driver 580.159.04)
+# answered one sample per process, stamped every 0.2 s and up to 0.2 s before the call.
+PROCESS_SAMPLE_PERIOD_US = 200_000
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def pci_address(bus_id: str) -> tuple[int, int, int, int] | None:
+    """(domain, bus, device, function) of a PCI bus id in a form NVML accepts; else None.
+
+    nvml.h, nvmlDeviceGetHandleByPciBusId_v2, in hexadecimal: "domain:bus:device.function in
+    format %x:%x:%x.%x", "domain:bus:device in format %x:%x:%x", "bus:device.function in format
+    %x:%x.%x".
+    """
+    parts = bus_id.split(":")
+    if len(parts) == 2 and "." in parts[1]:
+        parts.insert(0, "0")
+    if len(parts) != 3:
+        return None
+    device, dot, function = parts[2].partition(".")
+    numbers = [*parts[:2], device, function if dot else "0"]
+    if not all(_HEX.fullmatch(number) for number in numbers):
+        return None
+    domain, bus, slot, func = (int(number, 16) for number in numbers)
+    return domain, bus, slot, func
+
+
+def _process_info(pid: int, used: int, gi_id: int, ci_id: int) -> Any:
+    info = pynvml.c_nvmlProcessInfo_v2_t()
+    info.pid, info.usedGpuMemory = pid, used
+    info.gpuInstanceId, info.computeInstanceId = gi_id, ci_id
+    return info
+
+
+def _friendly(info: Any) -> Any:
+    """What pynvml makes of one entry: an nvmlFriendlyObject, None for memory not available."""
+    found = pynvml.nvmlStructToFriendlyObject(info)
+    if found.usedGpuMemory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+        found.usedGpuMemory = None  # WDDM's answer (pynvml); never the simulator's
+    return found
 
 
 def bar1_total_mib(memory_mib: int) -> int:
@@ -62,9 +118,47 @@ class ToolCalls(Session):
         """Disabled: nothing drives a display."""
         return self._setting(handle, pynvml.NVML_FEATURE_DISABLED)
 
+    def nvmlDeviceGetDisplayMode(self, handle: Any) -> int:
+        """Enabled, as an H100 answered (driver 580.159.04), though no display is active."""
+        return self._setting(handle, pynvml.NVML_FEATURE_ENABLED)
+
     def nvmlDeviceGetComputeMode(self, handle: Any) -> int:
-        """NVML_COMPUTEMODE_DEFAULT."""
-        return self._setting(handle, pynvml.NVML_COMPUTEMODE_DEFAULT)
+        """NVML_COMPUTEMODE_DEFAULT, for a GPU or a MIG device.
+
+        nvml.h: "Retrieves the current compute mode for the device or MIG device. ... If MIG is
+        enabled on a GPU, device must be MIG device handle." It names no error for the parent
+        of MIG devices, which answers as well here (unverified on MIG hardware).
+        """
+        with self._call(handle):
+            self._device(handle)
+            return int(pynvml.NVML_COMPUTEMODE_DEFAULT)
+
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        """The board's serial number (``SimGpu.serial``); NOT_SUPPORTED for a MIG device.
+
+        nvml.h documents a board property and nothing for MIG devices: an assumption.
+        """
+        with self._call(handle):
+            return self._gpu(handle).serial
+
+    def nvmlDeviceGetHandleByPciBusId(self, pciBusId: str | bytes) -> Any:
+        """The GPU at a PCI bus id, in any form nvml.h lists (``pci_address``), any case.
+
+        InvalidArgument for a string in none of those forms (nvml.h: "if pciBusId is
+        invalid") or with a function other than 0, NotFound for another address no GPU has:
+        as an H100 answered (driver 580.159.04: 00:06.1, 17:00.8 and FF:1F.7 invalid; 17:00.0,
+        FF:00.0 and 17:20.0 not found).
+        """
+        self._check_init()
+        text = pciBusId.decode() if isinstance(pciBusId, bytes) else str(pciBusId)
+        wanted = pci_address(text)
+        if wanted is None or wanted[3] != 0:
+            raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        with self._fleet.lock:
+            for gpu in self._fleet.gpus:
+                if pci_address(gpu.pci_bus_id) == wanted:
+                    return ctypes.pointer(gpu.device)
+        raise fail(pynvml.NVML_ERROR_NOT_FOUND)
 
     def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
         """NOT_SUPPORTED: the simulated boards have no fan of their own."""
@@ -83,7 +177,9 @@ class ToolCalls(Session):
                 pynvml.NVML_CLOCK_VIDEO: model.sm_clock_mhz * 9 // 10,
             }
             if type not in clocks:
-                raise fail(pynvml.NVML_ERROR_NOT_SUPPORTED)  # as nvmlDeviceGetClockInfo
+                # Unlike nvmlDeviceGetClockInfo's NOT_SUPPORTED: NVML_CLOCK_COUNT, 5 and 99 all
+                # answered INVALID_ARGUMENT on an H100 (driver 580.159.04).
+                raise fail(pynvml.NVML_ERROR_INVALID_ARGUMENT)
             return clocks[type]
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
@@ -111,14 +207,89 @@ class ToolCalls(Session):
             self._device(handle)
             raise fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
-        """No processes: the simulated workloads have none."""
+    def nvmlDeviceGetCurrentDriverModel(self, handle: Any) -> int:
+        """NOT_SUPPORTED, as nvmlDeviceGetDriverModel, which pynvml's version calls."""
+        return self.nvmlDeviceGetDriverModel(handle)[0]
+
+    def nvmlDeviceGetPendingDriverModel(self, handle: Any) -> int:
+        """NOT_SUPPORTED, as nvmlDeviceGetDriverModel, which pynvml's version calls."""
+        return self.nvmlDeviceGetDriverModel(handle)[1]
+
+    # --- processes: one per MIG device, or per GPU with MIG disabled ---
+
+    def process_infos(self, handle: Any, mode: int) -> list[Any]:
+        """``c_nvmlProcessInfo_v2_t`` of each process of a ``NVML_PROCESS_MODE_*`` on a device.
+
+        A MIG device lists its own process; the parent of MIG devices lists every MIG device's,
+        with their GPU and compute instance ids, but only to privileged callers (nvml.h: "In MIG
+        mode, if device handle is provided, the API returns aggregate information, only if the
+        caller has appropriate privileges"): NO_PERMISSION otherwise, as for its memory info.
+        """
         with self._call(handle):
-            self._device(handle)
-            return []
+            gpu, mig = self._device(handle)
+            if mig is None and gpu.mig_enabled and not self._privileged:
+                raise fail(pynvml.NVML_ERROR_NO_PERMISSION)
+            if mode != pynvml.NVML_PROCESS_MODE_COMPUTE:
+                return []  # no graphics contexts and no MPS server on the simulated GPUs
+            return self._compute_processes(gpu, mig)
+
+    def _compute_processes(self, gpu: SimGpu, mig: SimComputeInstance | None) -> list[Any]:
+        self._fleet.advance(gpu)  # the same moment as the memory info
+        if not gpu.mig_enabled:
+            used = gpu.memory_used_bytes()
+            return [_process_info(gpu.pid, used, NOT_IN_MIG, NOT_IN_MIG)] if used else []
+        cis = (
+            [mig]
+            if mig is not None
+            else sorted(gpu.compute_instances(), key=lambda ci: (ci.gpu_instance.id, ci.id))
+        )
+        return [
+            _process_info(ci.pid, used, ci.gpu_instance.id, ci.id)
+            for ci in cis
+            if (used := ci.memory_used_bytes())
+        ]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        """The device's compute processes, as pynvml returns them (nvmlFriendlyObject)."""
+        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_COMPUTE)]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
-        """No processes: the simulated workloads have none."""
+        """None: the simulated GPUs run compute only."""
+        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_GRAPHICS)]
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        """None: no MPS server runs on the simulated GPUs."""
+        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_MPS)]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
+        """``c_nvmlProcessUtilizationSample_t`` per process busy since ``timeStamp`` (us).
+
+        nvml.h: one sample "per process running, that had some non-zero utilization during the
+        last sample period", NOT_FOUND "If no valid sample entries are found since the
+        lastSeenTimeStamp", and "On MIG-enabled GPUs, querying process utilization is not
+        currently supported" (NOT_SUPPORTED, for MIG devices too). The one process has the
+        GPU's utilization rates (SM as ``gpu``, memory as ``memory``) and decoder utilization,
+        in the driver's latest sample, taken every PROCESS_SAMPLE_PERIOD_US: a sample is never
+        newer than the call, so asking since now finds none.
+        """
         with self._call(handle):
-            self._device(handle)
-            return []
+            gpu = self._gpu(handle)
+            if gpu.mig_enabled:
+                raise fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            samples = []
+            for info in self._compute_processes(gpu, None):
+                levels = gpu.levels()
+                sample = pynvml.c_nvmlProcessUtilizationSample_t()
+                sample.pid = info.pid
+                now_us = self._fleet.timestamp_us(gpu.time)
+                sample.timeStamp = now_us - now_us % PROCESS_SAMPLE_PERIOD_US
+                sample.smUtil = round(100 * levels[GR])
+                sample.memUtil = round(100 * levels[DRAM])
+                sample.encUtil = 0  # no NVENC on the simulated models
+                sample.decUtil = round(100 * levels[DECODE])
+                busy = sample.smUtil or sample.memUtil or sample.decUtil
+                if busy and sample.timeStamp > timeStamp:
+                    samples.append(sample)
+            if not samples:
+                raise fail(pynvml.NVML_ERROR_NOT_FOUND)
+            return samples

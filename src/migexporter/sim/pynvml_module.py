@@ -22,7 +22,7 @@ import pynvml
 from migexporter.sim.nvml import FakeNvml
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from migexporter.sim.fleet import Fleet
 
@@ -71,6 +71,54 @@ def _copy(source: Any, destination: Any) -> None:
     ctypes.memmove(ctypes.addressof(destination), ctypes.addressof(source), ctypes.sizeof(source))
 
 
+def _write_array(ref: Any, items: Sequence[Any]) -> None:
+    """Write ``items`` one after another where ``ref`` points, as C fills a caller's array.
+
+    The C layout is the items' own, whatever the type of the caller's buffer. A buffer known to
+    be too small is refused loudly: the real library would write past its end.
+    """
+    buffer = ref if isinstance(ref, ctypes.Array) else _target(ref)
+    size = sum(ctypes.sizeof(item) for item in items)
+    if not hasattr(ref, "contents") and ctypes.sizeof(buffer) < size:
+        raise TypeError(f"a buffer of {ctypes.sizeof(buffer)} bytes cannot take {size}")
+    address = ctypes.addressof(buffer)
+    for item in items:
+        ctypes.memmove(address, ctypes.addressof(item), ctypes.sizeof(item))
+        address += ctypes.sizeof(item)
+
+
+class _ProcessInfoV1(ctypes.Structure):
+    """nvml.h's nvmlProcessInfo_v1_t, which pynvml lacks: the unversioned C functions fill it."""
+
+    _fields_ = (("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong))
+
+
+def _process_list(fake: FakeNvml, mode: int, version: str) -> Callable[..., None]:
+    """nvmlDeviceGet*RunningProcesses*: infoCount in (array size) and out (entries).
+
+    nvml.h: "call this function with *infoCount = 0. The return code will be
+    NVML_ERROR_INSUFFICIENT_SIZE, or NVML_SUCCESS if none are running"; a short array gets
+    INSUFFICIENT_SIZE with the count needed. The unversioned symbol fills
+    nvmlProcessInfo_v1_t, _v2 and _v3 nvmlProcessInfo_v2_t.
+    """
+
+    def entry(handle: Any, count_ref: Any, infos: Any) -> None:
+        found = fake.process_infos(handle, mode)
+        if count_ref is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        count = _target(count_ref)
+        room, count.value = count.value, len(found)
+        if not found:
+            return
+        if infos is None or room < len(found):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+        if not version:
+            found = [_ProcessInfoV1(info.pid, info.usedGpuMemory) for info in found]
+        _write_array(infos, found)
+
+    return entry
+
+
 def _c_entry_points(fake: FakeNvml) -> dict[str, Callable[..., None]]:
     """C entry points that tools call through ``_nvmlGetFunctionPointer``, with C semantics.
 
@@ -92,27 +140,40 @@ def _c_entry_points(fake: FakeNvml) -> dict[str, Callable[..., None]]:
     def temperature(handle: Any, sensor: Any, ref: Any) -> None:
         _target(ref).value = fake.nvmlDeviceGetTemperature(handle, _c_value(sensor))
 
-    def no_processes(handle: Any, count_ref: Any, _infos: Any) -> None:
-        fake.nvmlDeviceGetComputeRunningProcesses(handle)  # the handle's errors, as the C call
-        _target(count_ref).value = 0  # none: SUCCESS tells the caller not to ask again
+    def temperature_v(handle: Any, ref: Any) -> None:
+        reading = _target(ref)  # a c_nvmlTemperature_v1_t: version and sensor in, reading out
+        if reading.version != pynvml.nvmlTemperature_v1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        reading.temperature = fake.nvmlDeviceGetTemperature(handle, reading.sensorType)
 
-    processes = {
-        f"nvmlDeviceGet{kind}RunningProcesses{version}": no_processes
-        for kind in ("Compute", "Graphics", "MPSCompute")
+    modes = {
+        "Compute": pynvml.NVML_PROCESS_MODE_COMPUTE,
+        "Graphics": pynvml.NVML_PROCESS_MODE_GRAPHICS,
+        "MPSCompute": pynvml.NVML_PROCESS_MODE_MPS,
+    }
+    process_lists = {
+        f"nvmlDeviceGet{kind}RunningProcesses{version}": _process_list(fake, mode, version)
+        for kind, mode in modes.items()
         for version in ("", "_v2", "_v3")
     }
 
     def driver_model(handle: Any, _current: Any, _pending: Any) -> None:
         fake.nvmlDeviceGetDriverModel(handle)
 
+    def handle_by_pci_bus_id(bus_id: Any, ref: Any) -> None:
+        _target(ref).contents = fake.nvmlDeviceGetHandleByPciBusId(_c_value(bus_id)).contents
+
     return {
-        **processes,
+        **process_lists,
         "nvmlDeviceGetDriverModel": driver_model,
         "nvmlDeviceGetDriverModel_v2": driver_model,
+        "nvmlDeviceGetHandleByPciBusId": handle_by_pci_bus_id,
+        "nvmlDeviceGetHandleByPciBusId_v2": handle_by_pci_bus_id,
         "nvmlDeviceGetMemoryInfo": memory(None),
         "nvmlDeviceGetMemoryInfo_v2": memory(pynvml.nvmlMemory_v2),
         "nvmlDeviceGetFieldValues": field_values,
         "nvmlDeviceGetTemperature": temperature,
+        "nvmlDeviceGetTemperatureV": temperature_v,
     }
 
 
