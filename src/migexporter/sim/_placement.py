@@ -27,10 +27,14 @@ def _within_limits(model: GpuModel, profiles: Iterable[GiProfile]) -> bool:
 
 
 # The order in which the driver tries placement starts when it picks one itself
-# (docs/facts/mig-gpu-instance-ids.md). On 8 memory slices, seven 1g.5gb created one by one on
-# an A100 landed at 6, 4, 5, 0, 1, 2, 3 (rapidsai/dask-cuda#583); a profile with fewer starts
-# takes them in the same order (3g: 4 then 0, as NVIDIA's examples show; 2g: 4, 0, 2). On an
-# A30's 4 memory slices, 1g.6gb instances created one by one landed at 0, 1, 2, 3.
+# (docs/facts/mig-gpu-instance-ids.md). On 8 memory slices, seven 1g created one by one land at
+# 6, 4, 5, 0, 1, 2, 3 (an H100 PCIe's nvidia-smi mig -lgi; the same ids on A100s, e.g.
+# rapidsai/dask-cuda#583); a profile with fewer starts takes them in the same order (3g: 4 then
+# 0; 2g: 4, 0, 2; the first 1g.20gb at 6, as transcripts show). An A30's first two 1g landed at
+# 0 and 1. Starts that overlap an instance are skipped. A second rule also fits every transcript
+# (the free placement that leaves the most placements creatable, ties to the lowest start); they
+# part only after placements chosen by hand, which no transcript shows, and the fixed order is
+# the simpler of the two.
 _START_ORDER = {8: (6, 4, 5, 0, 1, 2, 3), 4: (0, 1, 2, 3)}
 
 
@@ -46,8 +50,9 @@ def gpu_instance_id(model: GpuModel, placement: Placement, halves_swapped: bool)
     The memory slices form a binary tree, numbered from 0 at the root level by level: the whole
     GPU is 0, its halves 1 and 2, the quarters 3 to 6, single slices 7 to 14 (on 4 memory
     slices: 0, 1-2, 3-6). An instance's id is its node's number. Some GPUs number their two
-    halves the other way round: on them a start is read with its top bit flipped. Two H100s of
-    one host showed both (NVIDIA/DCGM#138: 3g.40gb at 4:4 is id 2 on one, 1 on the other).
+    halves the other way round: on them a start is read with its top bit flipped. Two A100s of
+    one host showed both (NVIDIA/DCGM#138: 3g.40gb at 4:4 is id 2 on one, 1 on the other), and
+    nothing public tells which GPUs do: the fleet draws it per GPU from its seed.
     """
     slots = model.memory_slices
     start = placement.start ^ (slots // 2) if halves_swapped else placement.start

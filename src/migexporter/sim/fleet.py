@@ -168,8 +168,8 @@ class Fleet:
             created=self.now(),
             energy_offset_mj=self._rng.randrange(10**6, 10**9),
             temperature_offset_c=self._rng.uniform(0.0, 3.0),
-            # No evidence says which GPUs swap their halves (both kinds sat in one host, and
-            # on A30s none did): taken from the UUID, so that a fleet has both.
+            # No evidence says which GPUs swap their halves (both kinds sat in one host; the
+            # one A30 transcript did not): taken from the seeded UUID, so a fleet has both.
             halves_swapped=spec.model.memory_slices == 8 and int(uuid[len("GPU-")], 16) % 2 == 1,
         )
         self.register(gpu.device, gpu, "device")
