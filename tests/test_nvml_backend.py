@@ -153,6 +153,21 @@ def test_events_carry_instance_ids_and_arrive_after_discovery():
     assert backend.wait_events(0.05) == []
 
 
+def test_an_xid_on_the_whole_gpu_instance_is_gpu_instance_0_not_unattributed():
+    """A 7g instance spans the GPU and is GI 0, as the driver numbers it: 0 is an id."""
+    fleet = Fleet.from_spec("h100-80gb:7g.80gb")
+    backend = _open(fleet)
+    (gpu,) = _topology(backend)
+    assert [gi.id for gi in gpu.gpu_instances] == [0]
+    fleet.inject_xid(0, 48, gpu_instance_id=0, compute_instance_id=0)
+    fleet.inject_xid(0, 79)
+    events = backend.wait_events(0.5)
+    assert [(e.xid, e.gpu_instance_id, e.compute_instance_id) for e in events] == [
+        (48, 0, 0),
+        (79, None, None),
+    ]
+
+
 def test_events_beside_xid_name_what_they_are():
     """ECC events by kind; a recovery-action event names the action the driver asks for;
     a GPU off the bus raises XID 79 and an unavailable event, whose action cannot be read."""
