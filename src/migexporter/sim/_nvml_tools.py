@@ -249,17 +249,21 @@ class ToolCalls(Session):
             if (used := ci.memory_used_bytes())
         ]
 
+    def _friendly_processes(self, handle: Any, mode: int) -> list[Any]:
+        """``process_infos`` as pynvml's Python functions return them (nvmlFriendlyObject)."""
+        return [_friendly(info) for info in self.process_infos(handle, mode)]
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
-        """The device's compute processes, as pynvml returns them (nvmlFriendlyObject)."""
-        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_COMPUTE)]
+        """The device's compute processes."""
+        return self._friendly_processes(handle, pynvml.NVML_PROCESS_MODE_COMPUTE)
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
         """None: the simulated GPUs run compute only."""
-        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_GRAPHICS)]
+        return self._friendly_processes(handle, pynvml.NVML_PROCESS_MODE_GRAPHICS)
 
     def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: Any) -> list[Any]:
         """None: no MPS server runs on the simulated GPUs."""
-        return [_friendly(i) for i in self.process_infos(handle, pynvml.NVML_PROCESS_MODE_MPS)]
+        return self._friendly_processes(handle, pynvml.NVML_PROCESS_MODE_MPS)
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
         """``c_nvmlProcessUtilizationSample_t`` per process busy since ``timeStamp`` (us).
@@ -277,11 +281,12 @@ class ToolCalls(Session):
             if gpu.mig_enabled:
                 raise fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
             samples = []
-            for info in self._compute_processes(gpu, None):
-                levels = gpu.levels()
+            processes = self._compute_processes(gpu, None)  # brings the GPU's time up to now
+            levels = gpu.levels()
+            now_us = self._fleet.timestamp_us(gpu.time)
+            for info in processes:
                 sample = pynvml.c_nvmlProcessUtilizationSample_t()
                 sample.pid = info.pid
-                now_us = self._fleet.timestamp_us(gpu.time)
                 sample.timeStamp = now_us - now_us % PROCESS_SAMPLE_PERIOD_US
                 sample.smUtil = round(100 * levels[GR])
                 sample.memUtil = round(100 * levels[DRAM])
